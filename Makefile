@@ -11,12 +11,11 @@ CORES ?= all
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
-# Reinstall only when the package metadata changes. torch is pinned to the CPU wheel; azula is
-# installed without its dependencies because they pull a CUDA build of torch through torchvision.
+# Reinstall only when the package metadata changes. torch is pinned to the CPU wheel first, so that
+# no dependency can pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps "azula==0.11.1"
 	touch $(STAMP)
 
 run: $(STAMP)

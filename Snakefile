@@ -23,6 +23,9 @@ include: "rules/common.smk"
 wildcard_constraints:
     tile=r"[A-Za-z0-9_.\-]+",
     view="|".join(VIEWS),
+    chain="|".join(CHAINS),
+    lap=r"\d+",
+    shard=r"\d+",
 
 
 if SYNTHETIC:
@@ -36,9 +39,13 @@ else:
 
 include: "rules/data.smk"
 include: "rules/views.smk"
+include: "rules/prior.smk"
+include: "rules/posterior.smk"
+include: "rules/catalogue.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
     default_target: True
     input:
-        expand("results/views/{view}.h5", view=VIEWS),
+        final_outputs(),

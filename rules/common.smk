@@ -1,5 +1,7 @@
 # Helpers shared by the rules: stage settings as JSON, tile lists of each source, the views.
+import functools
 import json
+import os
 
 
 def as_json(**values):
@@ -14,8 +16,10 @@ VIEWS = ["randoms", "galaxies"] + (
 
 
 def tile_names():
-    """Names of the synthetic tiles (the mast source defines its own from the MAST query)."""
-    return [f"tile{i:03d}" for i in range(config["synthetic"]["tiles"])]
+    """Names of the tiles: the synthetic ones, or those the MAST query chose (after its checkpoint)."""
+    if SYNTHETIC:
+        return [f"tile{i:03d}" for i in range(config["synthetic"]["tiles"])]
+    return list(_products(checkpoints.mast_products.get().output[0])["tile"])
 
 
 def tile_files(wildcards):
@@ -24,3 +28,72 @@ def tile_files(wildcards):
 
 def truth_files(wildcards):
     return expand("resources/truth/{tile}.h5", tile=tile_names()) if SYNTHETIC else []
+
+
+# EM chains (see galsep.em): which views each learns from, which sources it trains or takes frozen.
+from galsep.em import chains
+
+CHAINS = {c.name: c for c in chains(config["em"]["schedule"], VIEWS)}
+LAPS = config["em"]["laps"]
+
+
+def prior_file(chain, lap):
+    return f"results/prior/{chain}/" + (
+        "gaussian.pt" if int(lap) == 0 else f"lap{lap}.pt"
+    )
+
+
+def final_prior(source):
+    """The last prior of a source: its own chain in the contrastive schedule, the joint chain else."""
+    return prior_file(source if source in CHAINS else "joint", LAPS)
+
+
+def chain_views(wildcards):
+    return expand("results/views/{view}.h5", view=CHAINS[wildcards.chain].views)
+
+
+def frozen_priors(wildcards):
+    return [final_prior(s) for s in CHAINS[wildcards.chain].frozen]
+
+
+def chain_params(**sections):
+    """Settings of an EM stage: the chain layout plus the given config sections."""
+    return as_json(
+        seed=config["seed"],
+        device=config["device"],
+        schedule=config["em"]["schedule"],
+        views=VIEWS,
+        diffusion=config["diffusion"],
+        **sections,
+    )
+
+
+def final_outputs():
+    outputs = ["results/catalogue.zarr"]
+    if SYNTHETIC:
+        outputs += ["results/metrics.json", "results/figures/posterior.png"]
+    return outputs
+
+
+# The MAST source (rules/mast.smk): its settings, and the products table its checkpoint writes.
+from galsep.mast import DEFAULT_CONFIG, merged_config, read_products
+
+MAST = merged_config(DEFAULT_CONFIG, config.get("mast", {}))
+MAST_PRODUCTS = "resources/mast/products.ecsv"
+
+
+@functools.lru_cache(maxsize=4)
+def _products_cached(path, mtime_ns):
+    table = read_products(path)
+    return table, {str(t): row for t, row in zip(table["tile"], table)}
+
+
+def _products(path):
+    return _products_cached(path, os.stat(path).st_mtime_ns)[0]
+
+
+def _product(tile, key):
+    """One value of a tile's row of the products table (for params of the download job)."""
+    path = checkpoints.mast_products.get().output[0]
+    rows = _products_cached(path, os.stat(path).st_mtime_ns)[1]
+    return str(rows[tile][key])

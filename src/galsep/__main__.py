@@ -60,6 +60,68 @@ def _views(a, p, log) -> None:
     )
 
 
+def _chain(p):
+    from galsep.em import chains
+
+    return {c.name: c for c in chains(p["schedule"], p["views"])}
+
+
+def _prior_gaussian(a, p, log) -> None:
+    from galsep.em import gaussian_stage
+
+    gaussian_stage(_chain(p)[a.chain], a.views, a.frozen, a.out, a.samples_out, p, log.info)
+
+
+def _prior_lap(a, p, log) -> None:
+    from galsep.em import lap_stage
+
+    lap_stage(_chain(p)[a.chain], a.lap, a.previous, a.samples, a.out, p, log.info)
+
+
+def _estep_shard(a, p, log) -> None:
+    from galsep.em import estep_shard
+
+    estep_shard(_chain(p)[a.chain], a.lap, a.prior, a.frozen, a.views, a.shard, a.shards, a.out, p, log.info)
+
+
+def _gather_estep(a, p, log) -> None:
+    from galsep.em import gather_samples
+
+    gather_samples(_chain(p)[a.chain], a.lap, a.inputs, a.out)
+
+
+def _posterior_shard(a, p, log) -> None:
+    from galsep.posterior import posterior_shard
+
+    posterior_shard({"galaxy": a.galaxy_prior, "random": a.random_prior}, a.view, a.shard, a.shards, a.out, p,
+                    log.info)
+
+
+def _catalogue(a, p, log) -> None:
+    from galsep.catalogue import write_catalogue
+
+    write_catalogue(a.inputs, a.cutouts, {"galaxy": a.galaxy_prior, "random": a.random_prior}, p["config"],
+                    a.out, log.info)
+
+
+def _evaluate(a, p, log) -> None:
+    from galsep.evaluate import write_metrics
+
+    write_metrics(a.catalogue, a.randoms, p["views"], a.out, log.info)
+
+
+def _figures(a, p, log) -> None:
+    from galsep.figures import make_figures
+
+    make_figures(a.catalogue, a.metrics, a.laps, a.samples, a.outdir, log.info)
+
+
+def _publish(a, p, log) -> None:
+    from galsep.publish import publish
+
+    publish(a.catalogue, a.metrics, a.outdir, p["config"], log.info)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="galsep", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="stage", required=True)
@@ -68,6 +130,7 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help)
         s.add_argument("--params", default="{}", help="settings as one JSON object")
         s.add_argument("--log", help="also write the log here")
+        s.add_argument("--threads", type=int, help="CPU threads for torch (Snakemake's {threads})")
         s.set_defaults(fn=fn)
         return s
 
@@ -85,12 +148,65 @@ def parser() -> argparse.ArgumentParser:
     s = stage("views", _views, "normalise cutouts into a view")
     for arg in ("--view", "--galaxies", "--randoms", "--out"):
         s.add_argument(arg, required=True)
+    s = stage("prior-gaussian", _prior_gaussian, "Gaussian-prior EM of a chain")
+    s.add_argument("--chain", required=True)
+    s.add_argument("--views", nargs="+", required=True)
+    s.add_argument("--frozen", nargs="*", default=[])
+    s.add_argument("--out", required=True)
+    s.add_argument("--samples-out", required=True)
+    s = stage("prior-lap", _prior_lap, "M-step: train the denoisers of a chain for one lap")
+    s.add_argument("--chain", required=True)
+    s.add_argument("--lap", type=int, required=True)
+    for arg in ("--previous", "--samples", "--out"):
+        s.add_argument(arg, required=True)
+    s = stage("estep-shard", _estep_shard, "E-step: posterior samples for one shard of a chain's views")
+    s.add_argument("--chain", required=True)
+    s.add_argument("--lap", type=int, required=True)
+    s.add_argument("--prior", required=True)
+    s.add_argument("--frozen", nargs="*", default=[])
+    s.add_argument("--views", nargs="+", required=True)
+    s.add_argument("--shard", type=int, required=True)
+    s.add_argument("--shards", type=int, required=True)
+    s.add_argument("--out", required=True)
+    s = stage("gather-estep", _gather_estep, "gather E-step shards")
+    s.add_argument("--chain", required=True)
+    s.add_argument("--lap", type=int, required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("inputs", nargs="+")
+    s = stage("posterior-shard", _posterior_shard, "joint posterior draws for one shard of the galaxies")
+    for arg in ("--galaxy-prior", "--random-prior", "--view", "--out"):
+        s.add_argument(arg, required=True)
+    s.add_argument("--shard", type=int, required=True)
+    s.add_argument("--shards", type=int, required=True)
+    s = stage("catalogue", _catalogue, "write the Zarr catalogue from posterior shards")
+    for arg in ("--galaxy-prior", "--random-prior", "--cutouts", "--out"):
+        s.add_argument(arg, required=True)
+    s.add_argument("inputs", nargs="+")
+    s = stage("evaluate", _evaluate, "metrics against the synthetic truth")
+    for arg in ("--catalogue", "--randoms", "--out"):
+        s.add_argument(arg, required=True)
+    s = stage("figures", _figures, "report figures")
+    for arg in ("--catalogue", "--metrics", "--outdir"):
+        s.add_argument(arg, required=True)
+    s.add_argument("--laps", nargs="*", default=[])
+    s.add_argument("--samples", nargs="*", default=[])
+    s = stage("publish", _publish, "zip, checksum and describe the catalogue")
+    for arg in ("--catalogue", "--outdir"):
+        s.add_argument(arg, required=True)
+    s.add_argument("--metrics", nargs="?", const="none", default="none", help="metrics.json (synthetic runs)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     log = _logger(args.log)
+    if args.threads:
+        import torch
+
+        # more threads than the job's share of cores oversubscribes the machine (seen: 3x slower)
+        torch.set_num_threads(args.threads)
+        # denormal floats in near-zero weights made calls at small sigma 20x slower on CPU
+        torch.set_flush_denormal(True)
     try:
         args.fn(args, json.loads(args.params), log)
     except (InputError, ValueError, FileNotFoundError) as err:

@@ -36,3 +36,16 @@ class Stretch:
         """Per-pixel noise variance in normalised units from the inverse variance [(e-/s)^-2]."""
         gain = (self.stretch / self.arcsinh_scale) ** 2
         return (gain / np.maximum(ivar, self.ivar_floor)).astype(np.float32)
+
+
+def split_flux(stretch: Stretch, galaxy: np.ndarray, random: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised galaxy and random components -> their fluxes [e-/s] that add up to the model's total.
+
+    The model adds the sources in normalised space, where the stretch is not linear. The random
+    light is taken as ``inverse(random)`` and the galaxy as what it adds on top:
+    ``inverse(galaxy + random) - inverse(random)``. Both agree with ``inverse(galaxy)`` where the
+    light is faint (|flux| << arcsinh_scale, the linear part of the stretch) and the two fluxes sum
+    to ``inverse(galaxy + random)``, the model's noiseless observation, so photometry is additive.
+    """
+    rand = stretch.inverse(random)
+    return stretch.inverse(galaxy + random) - rand, rand

@@ -1,0 +1,125 @@
+"""Batched conjugate gradient for one SPD system per sample, given as a matrix-free matvec.
+
+Every sample of a batch (B, *S) is its own system M_b v_b = b_b; inner products reduce over all
+non-batch dims, so images need no flattening by the caller. Following the DDPRISM reference, a step
+whose curvature p^T M p is not positive (or not finite) is skipped for that sample instead of turning
+it into NaN: learned denoiser Jacobians are not exactly symmetric positive, notably at large sigma.
+
+The matvec may also return an auxiliary tensor linear in its input (``aux=True``); CG then returns
+that linear map applied to the solution, accumulated from the matvec calls it made anyway. MMPS uses
+this to get J^T A^T v without one more vector-Jacobian product per source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["CGResult", "conjugate_gradient", "adaptive_conjugate_gradient"]
+
+
+class CGResult(NamedTuple):
+    """Solution (B, *S), residual norm ||b - M x|| (B,), auxiliary map of x (or None), iterations run."""
+
+    x: Tensor
+    residual: Tensor
+    aux: Tensor | None
+    iterations: int
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-sample inner product, (B, *S) x (B, *S) -> (B,)."""
+    return (a * b).flatten(1).sum(1)
+
+
+def _pad(s: Tensor, x: Tensor) -> Tensor:
+    return s.reshape(s.shape + (1,) * (x.ndim - s.ndim))
+
+
+def conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]], b: Tensor, *,
+                       maxiter: int, tol: float = 0.0, floor: float = 1e-32,
+                       regularisation: float = 0.0, aux: bool = False) -> CGResult:
+    """Solve (M + lambda I) x = b per sample from x0 = 0.
+
+    Args:
+        matvec: v (B, *S) -> M v (B, *S), or (M v, L v) with L linear (batch-first) when ``aux``.
+        b: right-hand sides, shape (B, *S).
+        maxiter: most iterations (each costs one matvec).
+        tol: a sample stops once its absolute residual norm is <= tol; all stop when every one has.
+        floor: lower bound on a positive curvature p^T (M + lambda I) p in the step-size division.
+        regularisation: lambda >= 0 added to the diagonal.
+        aux: the matvec returns a pair; the result carries L x.
+    Returns:
+        :class:`CGResult`.
+    """
+    if maxiter < 1:
+        raise ValueError(f"maxiter must be >= 1, got {maxiter}")
+
+    def apply(v: Tensor) -> tuple[Tensor, Tensor | None]:
+        out = matvec(v)
+        mv, lv = out if aux else (out, None)
+        if regularisation:
+            mv = mv + regularisation * v
+        return mv, lv
+
+    x = torch.zeros_like(b)
+    lx = None
+    r = b
+    p = r
+    rr = _dot(r, r)
+    it = 0
+    for it in range(1, maxiter + 1):
+        active = rr.sqrt() > tol
+        if not bool(active.any()):
+            it -= 1
+            break
+        mp, lp = apply(p)
+        curv = _dot(p, mp)
+        ok = active & torch.isfinite(curv) & (curv > 0)
+        # zero the step where the curvature is unusable or the sample has converged, as the reference
+        # does; torch.where (not alpha * ...) so that a NaN in M p cannot leak into a skipped sample
+        alpha = torch.where(ok, rr / curv.clamp_min(floor), torch.zeros_like(rr))
+        x = torch.where(_pad(ok, x), x + _pad(alpha, x) * p, x)
+        if aux:
+            step = torch.where(_pad(ok, lp), _pad(alpha, lp) * lp, torch.zeros_like(lp))
+            lx = step if lx is None else lx + step
+        r = torch.where(_pad(ok, r), r - _pad(alpha, r) * mp, r)
+        rr_new = _dot(r, r)
+        beta = rr_new / rr.clamp_min(floor)
+        # a broken sample restarts from steepest descent; a converged one keeps its direction
+        p = torch.where(_pad(ok, p), r + _pad(beta, p) * p, torch.where(_pad(active, p), r, p))
+        rr = rr_new
+    if aux and lx is None:  # every b was already solved by x0 = 0; L 0 = 0 but its shape comes from L
+        lx = torch.zeros_like(apply(x)[1])
+    return CGResult(x, rr.sqrt(), lx, it)
+
+
+def adaptive_conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]], b: Tensor, *,
+                                maxiter: int, tol: float = 0.0, floor: float = 1e-32,
+                                regularisation: float | None = None, threshold: float | None = None,
+                                aux: bool = False) -> CGResult:
+    """CG, re-solved with +lambda I and the curvature ``floor`` for samples whose residual exceeds ``threshold``.
+
+    This is the reference's adaptive regularisation: the first solve is plain (tiny floor); only when some
+    sample's residual norm is above ``threshold`` is the regularised system solved (for the whole batch,
+    since the matvec is batched) and that sample's solution replaced. ``regularisation`` or ``threshold``
+    None disables the re-solve. Shapes as in :func:`conjugate_gradient`; the residual returned is that
+    of the system each sample was finally solved for.
+    """
+    plain = conjugate_gradient(matvec, b, maxiter=maxiter, tol=tol, aux=aux)
+    if regularisation is None or threshold is None:
+        return plain
+    bad = ~(plain.residual <= threshold)  # NaN residuals count as bad
+    if not bool(bad.any()):
+        return plain
+    reg = conjugate_gradient(matvec, b, maxiter=maxiter, tol=tol, floor=floor,
+                             regularisation=regularisation, aux=aux)
+
+    def pick(u: Tensor | None, v: Tensor | None) -> Tensor | None:
+        return None if u is None else torch.where(_pad(bad, u), v, u)
+
+    return CGResult(pick(plain.x, reg.x), pick(plain.residual, reg.residual), pick(plain.aux, reg.aux),
+                    max(plain.iterations, reg.iterations))

@@ -1,0 +1,65 @@
+"""Prior checkpoints: building networks from the config, saving and loading per-source weights.
+
+A checkpoint (``results/prior/{chain}/gaussian.pt`` or ``lap{k}.pt``) is a dict:
+    kind      "gaussian" or "diffusion"
+    chain     the EM chain that made it; lap: its lap number (0 for gaussian)
+    sources   {source name: {"gaussian": LowRankGaussian state} or {"model": state, "ema": state}}
+    network   the network settings the weights belong to
+    params    every setting of the stage that made it; device, seconds, losses
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from galsep.diffusion.denoiser import EDMDenoiser
+from galsep.diffusion.gaussian import LowRankGaussian
+from galsep.diffusion.nets import UNet
+from galsep.io import atomic_path
+
+
+def build_denoiser(network: Mapping[str, Any]) -> EDMDenoiser:
+    """The EDM-preconditioned U-Net of the config section ``network``."""
+    net = UNet(
+        channels=tuple(network["channels"]),
+        blocks=network["blocks"],
+        attention_levels=tuple(network["attention_levels"]),
+        heads=network["heads"],
+        emb_features=network["emb_features"],
+        dropout=network["dropout"],
+    )
+    return EDMDenoiser(net)
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
+    """Write atomically (a killed job leaves no checkpoint that looks complete)."""
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def prior_of(checkpoint: Mapping[str, Any], source: str, *, ema: bool = True) -> nn.Module | LowRankGaussian:
+    """The denoiser of ``source`` in a checkpoint: the analytic Gaussian or the (EMA) network."""
+    entry = checkpoint["sources"][source]
+    if checkpoint["kind"] == "gaussian":
+        return LowRankGaussian.from_state_dict(entry["gaussian"])
+    model = build_denoiser(checkpoint["network"])
+    model.load_state_dict(entry["ema" if ema else "model"])
+    return model.eval().requires_grad_(False)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
