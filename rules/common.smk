@@ -64,6 +64,7 @@ def chain_params(**sections):
         schedule=config["em"]["schedule"],
         views=VIEWS,
         diffusion=config["diffusion"],
+        clip=config["views"]["clip"],
         **sections,
     )
 

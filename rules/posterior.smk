@@ -14,7 +14,7 @@ rule posterior_shard:
         "logs/benchmark/posterior/shard{shard}.tsv"
     conda:
         "../envs/galsep.yaml"
-    threads: workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=8000,
         runtime=120,
@@ -23,6 +23,7 @@ rule posterior_shard:
             seed=config["seed"],
             device=config["device"],
             diffusion=config["diffusion"],
+            clip=config["views"]["clip"],
             posterior={k: config["posterior"][k] for k in ("samples", "sampler")},
         ),
         shards=config["posterior"]["shards"],

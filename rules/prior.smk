@@ -14,7 +14,7 @@ rule prior_gaussian:
         "logs/benchmark/prior/{chain}/gaussian.tsv"
     conda:
         "../envs/galsep.yaml"
-    threads: workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=8000,
         runtime=60,
@@ -43,7 +43,7 @@ rule prior_lap:
         "logs/benchmark/prior/{chain}/lap{lap}.tsv"
     conda:
         "../envs/galsep.yaml"
-    threads: workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=8000,
         runtime=120,
@@ -70,7 +70,7 @@ rule estep_shard:
         "logs/benchmark/prior/{chain}/estep{lap}/shard{shard}.tsv"
     conda:
         "../envs/galsep.yaml"
-    threads: workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=8000,
         runtime=120,

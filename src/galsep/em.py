@@ -122,11 +122,11 @@ def _sampling(p: Mapping[str, Any], sampler: Mapping[str, Any]) -> dict[str, Any
     )
 
 
-def _frozen_priors(chain: Chain, frozen_paths: Sequence[str | Path]) -> list:
-    priors = []
-    for source, path in zip(chain.frozen, frozen_paths, strict=True):
-        priors.append(prior_of(load_checkpoint(path), source))
-    return priors
+def _frozen_priors(chain: Chain, frozen_paths: Sequence[str | Path], bound: float) -> list:
+    return [
+        prior_of(load_checkpoint(path), source, bound=bound)
+        for source, path in zip(chain.frozen, frozen_paths, strict=True)
+    ]
 
 
 def _stats(samples: torch.Tensor) -> str:
@@ -142,7 +142,7 @@ def gaussian_stage(
     obs = load_observations(view_paths, sampled_sources(chain)).to(device)
     shape = tuple(obs.y.shape[1:])
     gen = generator(p["seed"], chain.name, "gaussian", device=device)
-    frozen = [m.to(device) for m in _frozen_priors(chain, frozen_paths)]
+    frozen = [m.to(device) for m in _frozen_priors(chain, frozen_paths, p["clip"])]
     D = int(np.prod(shape))
     priors = [LowRankGaussian.standard(D, p["em"]["gaussian_rank"], device=device) for _ in chain.trained]
     fixed = tuple(range(len(chain.trained), len(chain.trained) + len(frozen)))
@@ -216,8 +216,8 @@ def estep_shard(
     rows = shard_rows(len(obs), shard, shards)
     obs = obs.rows(rows).to(device)
     ckpt = load_checkpoint(lap_path)
-    priors = [prior_of(ckpt, s).to(device) for s in chain.trained] + [
-        m.to(device) for m in _frozen_priors(chain, frozen_paths)
+    priors = [prior_of(ckpt, s, bound=p["clip"]).to(device) for s in chain.trained] + [
+        m.to(device) for m in _frozen_priors(chain, frozen_paths, p["clip"])
     ]
     gen = generator(p["seed"], chain.name, "estep", lap, shard, device=device)
     start = time.perf_counter()

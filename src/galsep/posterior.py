@@ -33,7 +33,7 @@ def posterior_shard(
     S = p["posterior"]["samples"]
     rep = torch.arange(len(obs)).repeat_interleave(S)
     obs = obs.rows(rep).to(device)
-    priors = [prior_of(load_checkpoint(prior_paths[s]), s).to(device) for s in SOURCES]
+    priors = [prior_of(load_checkpoint(prior_paths[s]), s, bound=p["clip"]).to(device) for s in SOURCES]
     sampler = p["posterior"]["sampler"]
     start = time.perf_counter()
     draws = sample_joint_posterior(

@@ -47,14 +47,39 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def prior_of(checkpoint: Mapping[str, Any], source: str, *, ema: bool = True) -> nn.Module | LowRankGaussian:
-    """The denoiser of ``source`` in a checkpoint: the analytic Gaussian or the (EMA) network."""
+class Clamped(nn.Module):
+    """A denoiser whose estimate is clipped to the data range [-bound, bound].
+
+    The views are clipped to the range by construction, so E[x | x_t] lies inside it; a network
+    that strays outside at large noise (seen: estimates of +-15 from an early-lap prior) would
+    otherwise feed the joint posterior a galaxy and a random component that cancel each other.
+    """
+
+    def __init__(self, denoiser: nn.Module | LowRankGaussian, bound: float) -> None:
+        super().__init__()
+        self.denoiser, self.bound = denoiser, bound
+
+    def forward(self, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x_t (B, *S), sigma (B,) -> (B, *S)."""
+        return self.denoiser(x_t, sigma).clamp(-self.bound, self.bound)
+
+
+def prior_of(
+    checkpoint: Mapping[str, Any], source: str, *, ema: bool = True, bound: float | None = None
+) -> nn.Module | LowRankGaussian:
+    """The denoiser of ``source`` in a checkpoint: the analytic Gaussian or the (EMA) network,
+    the network clipped to [-bound, bound] when ``bound`` is given (the Gaussian's estimate is an
+    affine map of x_t and stays tame)."""
     entry = checkpoint["sources"][source]
     if checkpoint["kind"] == "gaussian":
-        return LowRankGaussian.from_state_dict(entry["gaussian"])
-    model = build_denoiser(checkpoint["network"])
-    model.load_state_dict(entry["ema" if ema else "model"])
-    return model.eval().requires_grad_(False)
+        prior = LowRankGaussian.from_state_dict(entry["gaussian"])
+    else:
+        prior = build_denoiser(checkpoint["network"])
+        prior.load_state_dict(entry["ema" if ema else "model"])
+        prior = prior.eval().requires_grad_(False)
+        if bound is not None:
+            prior = Clamped(prior, bound)
+    return prior
 
 
 def file_sha256(path: str | Path) -> str:
