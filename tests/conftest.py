@@ -10,6 +10,8 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
+from galsep.synthetic.observe import wcs_header
+
 
 def make_wcs(shape: tuple[int, int], ra: float = 150.1, dec: float = 2.2, rot_deg: float = 17.0) -> WCS:
     """A TAN WCS with CD keywords, 0.05"/pixel, rotated like a real ACS tile."""
@@ -30,13 +32,7 @@ def write_tile(path: Path, sci: np.ndarray, wht: np.ndarray, wcs: WCS) -> Path:
         TELESCOP="HST", INSTRUME="ACS", EXPTIME=2028.0, NCOMBINE=4, MDRIZSKY=50.7,
         READNSEA=5.0, READNSEB=5.0, READNSEC=5.0, READNSED=5.0,
     )
-    header = wcs.to_header()
-    # astropy writes PC + CDELT; real drizzled tiles carry CD keywords
-    for key in list(header):
-        if key.startswith(("PC", "CDELT")):
-            del header[key]
-    for (i, j), v in np.ndenumerate(wcs.wcs.cd):
-        header[f"CD{i + 1}_{j + 1}"] = v
+    header = wcs_header(wcs)
     sci_hdu = fits.ImageHDU(sci.astype(np.float32), header=header, name="SCI")
     sci_hdu.header["BUNIT"] = "ELECTRONS/S"
     wht_hdu = fits.ImageHDU(wht.astype(np.float32), header=header, name="WHT")

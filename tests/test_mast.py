@@ -24,6 +24,7 @@ from astroquery.mast import discovery_portal
 from astroquery.utils.mocks import MockResponse
 
 from galsep import mast
+from galsep.synthetic.observe import wcs_header
 from galsep.tiles import read_tile
 
 from conftest import make_wcs
@@ -131,12 +132,7 @@ def write_drz(path: Path, shape=(120, 140), ra=150.1, dec=2.2, seed=0) -> Path:
         READNSEA=5.08, READNSEB=4.73, READNSEC=4.72, READNSED=5.11, PHOTFLAM=7.0723e-20,
         PHOTPLAM=8057.0, NDRIZIM=8, D001DEXP=507.0,
     )
-    header = wcs.to_header()
-    for key in list(header):
-        if key.startswith(("PC", "CDELT")):
-            del header[key]
-    for (i, j), v in np.ndenumerate(wcs.wcs.cd):
-        header[f"CD{i + 1}_{j + 1}"] = v
+    header = wcs_header(wcs)
     wht = np.full(shape, 2028.0, np.float32)
     wht[60:64, :] = 1014.0  # chip gap: half the exposures
     wht[:, :6] = 0.0
@@ -311,12 +307,7 @@ def _tile(path: Path, shape, ra, dec, rot, wht_fn=None) -> Path:
         wht_fn(wht)
     primary = fits.PrimaryHDU()
     primary.header.update(EXPTIME=2028.0, NCOMBINE=4, READNSEA=5.0, READNSEB=5.0, READNSEC=5.0, READNSED=5.0)
-    header = wcs.to_header()
-    for key in list(header):
-        if key.startswith(("PC", "CDELT")):
-            del header[key]
-    for (i, j), v in np.ndenumerate(wcs.wcs.cd):
-        header[f"CD{i + 1}_{j + 1}"] = v
+    header = wcs_header(wcs)
     sci = fits.ImageHDU(np.zeros(shape, np.float32), header=header, name="SCI")
     sci.header.update(BUNIT="ELECTRONS/S", MDRIZSKY=50.7)
     fits.HDUList([primary, sci, fits.ImageHDU(wht, header=header, name="WHT")]).writeto(path)

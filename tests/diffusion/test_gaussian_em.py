@@ -17,13 +17,7 @@ from .conftest import GaussianDenoiser
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _truth(D: int, rank: int, seed: int, noise: float = 0.1) -> LowRankGaussian:

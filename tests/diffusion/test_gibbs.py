@@ -20,13 +20,7 @@ from .test_mmps_closed_form import _closed_form, _matrix, _problem
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_gibbs_follows_gauss_seidel_and_converges_to_posterior_mean() -> None:
