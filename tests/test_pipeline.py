@@ -131,3 +131,17 @@ def test_publish_and_report(run):
     snakemake(run, "--configfile", TINY, "--report", "report.html")
     html = (run / "report.html").read_text(errors="ignore")
     assert "posterior.png" in html and "em_laps.png" in html
+
+
+def test_joint_schedule_learns_both_priors_from_mixed_views(tmp_path):
+    wf = copy_workflow(tmp_path)
+    (wf / "joint.yaml").write_text("em: {schedule: joint}\n")
+    snakemake(wf, "--cores", "2", "--configfile", TINY, "joint.yaml")
+    ckpt = torch.load(wf / "results/prior/joint/lap1.pt", weights_only=False)
+    assert set(ckpt["sources"]) == {"galaxy", "random"}
+    with h5py.File(wf / "results/views/mixed_galaxy.h5") as f:
+        assert list(f["coef"][0]) == [1.0, 0.5]
+    assert not (wf / "results/prior/random").exists()
+    ds = xr.open_zarr(wf / "results/catalogue.zarr", consolidated=False)
+    assert np.isfinite(ds["galaxy"].values).all()
+    assert json.loads(ds.attrs["prior_checkpoints"])["galaxy"]["path"] == "results/prior/joint/lap1.pt"

@@ -27,7 +27,7 @@ from galsep.diffusion.training import train_denoiser
 from galsep.io import atomic_path
 from galsep.operators import PixelOperator
 from galsep.priors import build_denoiser, load_checkpoint, prior_of, save_checkpoint
-from galsep.seeding import generator, pick_device
+from galsep.seeding import derive_seed, generator, pick_device
 from galsep.views import read_view
 
 Log = Callable[[str], None]
@@ -186,16 +186,19 @@ def lap_stage(
     entries, losses = {}, {}
     start = time.perf_counter()
     for k, source in enumerate(chain.trained):
-        model = build_denoiser(p["network"])
-        if prev["kind"] == "diffusion":
-            model.load_state_dict(prev["sources"][source]["model"])
-        gen = generator(p["seed"], chain.name, "train", lap, source, device=device)
-        result = train_denoiser(
-            model, data[:, k], schedule=_schedule(p), steps=t["steps"], batch_size=t["batch_size"], lr=t["lr"],
-            lr_schedule=t["lr_schedule"], grad_clip=t["grad_clip"], ema_decay=t["ema_decay"],
-            weight_decay=t["weight_decay"], generator=gen, progress=p.get("progress", False),
-            log=lambda s, source=source: log(f"[{chain.name}] lap {lap} {source}: {s}"),
-        )
+        # the fresh network's initial weights (and dropout) draw from torch's global generator
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(p["seed"], chain.name, "init", lap, source))
+            model = build_denoiser(p["network"])
+            if prev["kind"] == "diffusion":
+                model.load_state_dict(prev["sources"][source]["model"])
+            gen = generator(p["seed"], chain.name, "train", lap, source, device=device)
+            result = train_denoiser(
+                model, data[:, k], schedule=_schedule(p), steps=t["steps"], batch_size=t["batch_size"], lr=t["lr"],
+                lr_schedule=t["lr_schedule"], grad_clip=t["grad_clip"], ema_decay=t["ema_decay"],
+                weight_decay=t["weight_decay"], generator=gen, progress=p.get("progress", False),
+                log=lambda s, source=source: log(f"[{chain.name}] lap {lap} {source}: {s}"),
+            )
         entries[source] = {"model": model.state_dict(), "ema": result.ema.state_dict()}
         losses[source] = result.losses
         log(f"[{chain.name}] lap {lap} {source}: trained {t['steps']} steps in {time.perf_counter() - start:.0f}s,"
