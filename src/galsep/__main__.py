@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from galsep.tiles import InputError
 
@@ -52,11 +51,11 @@ def _views(a, p, log) -> None:
     from galsep.normalise import Stretch
     from galsep.views import make_view
 
-    v = dict(p["views"])
-    stretch = Stretch(**{k: v.pop(k) for k in ("arcsinh_scale", "stretch", "clip", "ivar_floor")})
+    v = p["views"]
     make_view(
-        a.view, {"galaxies": a.galaxies, "randoms": a.randoms}, a.out, stretch=stretch, seed=p["seed"],
-        log=log.info, **v,
+        a.view, {"galaxies": a.galaxies, "randoms": a.randoms}, a.out, stretch=Stretch.from_config(v),
+        downsample_2x=v["downsample_2x"], downsample_4x=v["downsample_4x"], mixed_fraction=v["mixed_fraction"],
+        seed=p["seed"], log=log.info,
     )
 
 

@@ -21,9 +21,8 @@ import torch
 import xarray as xr
 
 from galsep import __version__
-from galsep.io import atomic_path
+from galsep.io import atomic_path, sha256_file
 from galsep.normalise import Stretch, split_flux
-from galsep.priors import file_sha256
 
 QUANTILES = (0.16, 0.5, 0.84)
 ZEROPOINT_AB = 25.937  # ACS/WFC F814W AB zeropoint for e-/s (synthetic tiles use the same)
@@ -98,7 +97,7 @@ def provenance(config: Mapping[str, Any], prior_paths: Mapping[str, str]) -> dic
         "normalisation": json.dumps(
             {k: config["views"][k] for k in ("arcsinh_scale", "stretch", "clip", "ivar_floor")}),
         "flux_model": "sources add in normalised space; galaxy flux = inverse(g + r) - inverse(r)",
-        "prior_checkpoints": json.dumps({s: {"path": str(p), "sha256": file_sha256(p)} for s, p in prior_paths.items()}),
+        "prior_checkpoints": json.dumps({s: {"path": str(p), "sha256": sha256_file(p)} for s, p in prior_paths.items()}),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -117,7 +116,7 @@ def write_catalogue(
 ) -> None:
     """Gather posterior shards into ``out`` (Zarr v3), atomically: a killed job leaves no store."""
     draws, sources = gather_draws(shard_paths)
-    stretch = Stretch(**{k: config["views"][k] for k in ("arcsinh_scale", "stretch", "clip", "ivar_floor")})
+    stretch = Stretch.from_config(config["views"])
     ds = build_dataset(draws, sources, cutouts_path, stretch, provenance(config, prior_paths))
     with atomic_path(out) as tmp:
         ds.to_zarr(tmp, zarr_format=3, consolidated=False, mode="w", encoding=chunk_encoding(ds))

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.nddata import Cutout2D
-from astropy.table import Table, vstack
+from astropy.table import vstack
 from astropy.wcs import WCS
 
 from galsep.io import atomic_path

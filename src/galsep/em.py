@@ -111,7 +111,8 @@ def _schedule(p: Mapping[str, Any]) -> VESchedule:
     return VESchedule(p["diffusion"]["sigma_min"], p["diffusion"]["sigma_max"])
 
 
-def _sampling(p: Mapping[str, Any], sampler: Mapping[str, Any]) -> dict[str, Any]:
+def sampling_kwargs(p: Mapping[str, Any], sampler: Mapping[str, Any]) -> dict[str, Any]:
+    """Arguments of ``sample_joint_posterior`` from the stage settings and one ``sampler`` section."""
     return dict(
         schedule=_schedule(p),
         steps=sampler["steps"],
@@ -155,7 +156,7 @@ def gaussian_stage(
     priors, samples = gaussian_em(
         obs.y, obs.operators(), obs.variance, shape=shape, rank=p["em"]["gaussian_rank"],
         laps=p["em"]["gaussian_laps"], priors=priors + frozen, fixed=fixed, generator=gen, log=lap_log,
-        **_sampling(p, p["em"]["sampler"]),
+        **sampling_kwargs(p, p["em"]["sampler"]),
     )
     save_checkpoint(out, {
         "kind": "gaussian", "chain": chain.name, "lap": 0, "params": dict(p), "device": str(device),
@@ -226,7 +227,7 @@ def estep_shard(
     start = time.perf_counter()
     samples = sample_joint_posterior(
         priors, obs.operators(), obs.y, obs.variance, shape=tuple(obs.y.shape[1:]), generator=gen,
-        progress=p.get("progress", False), **_sampling(p, p["em"]["sampler"]),
+        progress=p.get("progress", False), **sampling_kwargs(p, p["em"]["sampler"]),
     )
     trained = samples[:, : len(chain.trained)].cpu()
     log(f"[{chain.name}] lap {lap} E-step shard {shard + 1}/{shards}: {len(obs)} rows in"

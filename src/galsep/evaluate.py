@@ -81,7 +81,7 @@ def evaluate(catalogue: str | Path, randoms_cutouts: str | Path, stretch: Stretc
 def write_metrics(
     catalogue: str, randoms_cutouts: str, views: Mapping[str, Any], out: str, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    stretch = Stretch(**{k: views[k] for k in ("arcsinh_scale", "stretch", "clip", "ivar_floor")})
+    stretch = Stretch.from_config(views)
     metrics = evaluate(catalogue, randoms_cutouts, stretch)
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -20,7 +20,6 @@ the CLI prints them as one line and exits 1.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import re
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from galsep.io import atomic_path
+from galsep.io import atomic_path, sha256_file
 
 log = logging.getLogger("galsep.mast")
 
@@ -331,14 +330,6 @@ def verify_tile(path: str | Path) -> None:
         raise MastError(f"{path}: corrupt or truncated FITS file ({type(err).__name__}: {err})") from err
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _publish(cached: Path, output: Path) -> None:
     """Put the verified cached file at ``output`` atomically (hard link, copy across filesystems)."""
     with atomic_path(output) as tmp:
@@ -466,7 +457,7 @@ def download_tile(
             if size is not None and size > 0 and got != size:
                 log.warning("%s: %d bytes, the archive records %d; the FITS file checks out", name, got, size)
             os.replace(part, cached)
-            log.info("%s: %d bytes, sha256 %s", name, got, _sha256(cached))
+            log.info("%s: %d bytes, sha256 %s", name, got, sha256_file(cached))
             _publish(cached, output)
             return output
     finally:
@@ -511,8 +502,6 @@ def _find(table: Table, name: str, source: str) -> str:
 
 def read_catalogue_files(paths: Sequence[str | Path], id_column: str) -> tuple[Table, str]:
     """Read one or more catalogue files (CSV, ECSV, FITS, VOTable) and join them on ``id_column``."""
-    from astropy.table import join
-
     merged, names = None, []
     for path in paths:
         path = Path(path)
@@ -523,25 +512,29 @@ def read_catalogue_files(paths: Sequence[str | Path], id_column: str) -> tuple[T
             table = Table.read(path, format=fmt) if fmt else Table.read(path)
         except Exception as err:  # astropy raises many types for unreadable tables
             raise MastError(f"{path}: cannot read the catalogue ({type(err).__name__}: {err})") from err
-        key = _find(table, id_column, str(path))
-        if key != id_column:
-            table.rename_column(key, id_column)
-        table[id_column] = table[id_column].astype(str)
-        if merged is None:
-            merged = table
-        else:
-            dup = [c for c in table.colnames if c in merged.colnames and c != id_column]
-            table.remove_columns(dup)  # the first file wins where both carry a column
-            merged = join(merged, table, keys=id_column, join_type="left")
+        merged = _merge_on_id(merged, table, _find(table, id_column, str(path)), id_column)
         names.append(str(path))
     if merged is None:
         raise MastError("no Galaxy Zoo: Hubble catalogue given (mast.gzh.catalogues)")
     return merged, " + ".join(names)
 
 
+def _merge_on_id(merged: Table | None, table: Table, key: str, id_column: str) -> Table:
+    """Left-join ``table`` onto ``merged`` by its id column ``key`` (renamed to ``id_column``, as text);
+    where both carry a column, the earlier table's wins."""
+    from astropy.table import join
+
+    if key != id_column:
+        table.rename_column(key, id_column)
+    table[id_column] = table[id_column].astype(str)
+    if merged is None:
+        return table
+    table.remove_columns([c for c in table.colnames if c in merged.colnames and c != id_column])
+    return join(merged, table, keys=id_column, join_type="left")
+
+
 def read_catalogue_vizier(catalog: str, id_column: str, timeout: float = 600.0) -> tuple[Table, str]:
     """Fetch every table of the VizieR catalogue ``catalog`` (all rows) and join them on ``id_column``."""
-    from astropy.table import join
     from astroquery.vizier import Vizier
 
     viz = Vizier(columns=["**"], row_limit=-1, timeout=timeout)
@@ -558,14 +551,7 @@ def read_catalogue_vizier(catalog: str, id_column: str, timeout: float = 600.0) 
         except MastError:
             continue
         table = Table(table, masked=False) if not table.has_masked_values else table
-        if key != id_column:
-            table.rename_column(key, id_column)
-        table[id_column] = table[id_column].astype(str)
-        if merged is None:
-            merged = table
-        else:
-            table.remove_columns([c for c in table.colnames if c in merged.colnames and c != id_column])
-            merged = join(merged, table, keys=id_column, join_type="left")
+        merged = _merge_on_id(merged, table, key, id_column)
     if merged is None:
         raise MastError(f"VizieR {catalog}: no table has the id column {id_column!r}")
     return merged, f"VizieR {catalog}"

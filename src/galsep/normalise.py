@@ -24,6 +24,11 @@ class Stretch:
     clip: float = 2.0
     ivar_floor: float = 2.5
 
+    @classmethod
+    def from_config(cls, views: dict) -> Stretch:
+        """The constants of the config section ``views`` (which holds other keys too)."""
+        return cls(**{k: views[k] for k in ("arcsinh_scale", "stretch", "clip", "ivar_floor")})
+
     def forward(self, flux: np.ndarray) -> np.ndarray:
         """e-/s -> normalised units; NaN stays NaN."""
         return np.clip(self.stretch * np.arcsinh(flux / self.arcsinh_scale), -self.clip, self.clip)

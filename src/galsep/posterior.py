@@ -9,8 +9,7 @@ from typing import Any
 import torch
 
 from galsep.diffusion.mmps import sample_joint_posterior
-from galsep.diffusion.schedule import VESchedule
-from galsep.em import load_observations, shard_rows
+from galsep.em import load_observations, sampling_kwargs, shard_rows
 from galsep.io import atomic_path
 from galsep.priors import load_checkpoint, prior_of
 from galsep.seeding import generator, pick_device
@@ -34,14 +33,11 @@ def posterior_shard(
     rep = torch.arange(len(obs)).repeat_interleave(S)
     obs = obs.rows(rep).to(device)
     priors = [prior_of(load_checkpoint(prior_paths[s]), s, bound=p["clip"]).to(device) for s in SOURCES]
-    sampler = p["posterior"]["sampler"]
     start = time.perf_counter()
     draws = sample_joint_posterior(
         priors, obs.operators(), obs.y, obs.variance, shape=tuple(obs.y.shape[1:]),
-        schedule=VESchedule(p["diffusion"]["sigma_min"], p["diffusion"]["sigma_max"]), steps=sampler["steps"],
-        corrections=sampler["corrections"], tau=sampler["tau"], cg_iters=sampler["cg_iters"],
-        batch_size=sampler["batch_size"], generator=generator(p["seed"], "posterior", shard, device=device),
-        progress=p.get("progress", False),
+        generator=generator(p["seed"], "posterior", shard, device=device), progress=p.get("progress", False),
+        **sampling_kwargs(p, p["posterior"]["sampler"]),
     )
     seconds = time.perf_counter() - start
     draws = draws.cpu().reshape(rows.stop - rows.start, S, *draws.shape[1:])

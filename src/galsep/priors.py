@@ -10,7 +10,6 @@ A checkpoint (``results/prior/{chain}/gaussian.pt`` or ``lap{k}.pt``) is a dict:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -80,11 +79,3 @@ def prior_of(
         if bound is not None:
             prior = Clamped(prior, bound)
     return prior
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

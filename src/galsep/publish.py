@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import xarray as xr
 from astropy.table import Table
 
-from galsep.io import atomic_path
+from galsep.io import atomic_path, sha256_file
 
 SUMMARY_COLUMNS = {
     "object_id": None, "ra": "deg", "dec": "deg", "tile": None, "galaxy_flux_mean": "electron / s",
@@ -70,14 +68,6 @@ def data_card(ds: xr.Dataset, metrics: Mapping[str, Any] | None, checksums: Mapp
     return "\n".join(lines) + "\n"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def publish(catalogue: str, metrics: str, outdir: str, config: Mapping[str, Any],
             log: Callable[[str], None] = print) -> None:
     """Write catalogue.zarr.zip, summary.fits, DATACARD.md and SHA256SUMS into ``outdir`` atomically."""
@@ -89,8 +79,8 @@ def publish(catalogue: str, metrics: str, outdir: str, config: Mapping[str, Any]
         summary_table(ds).write(tmp / "summary.fits", format="fits")
         if metrics_data:
             (tmp / "metrics.json").write_text(json.dumps(metrics_data, indent=2) + "\n")
-        sums = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        sums = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         (tmp / "DATACARD.md").write_text(data_card(ds, metrics_data, sums))
-        sums["DATACARD.md"] = _sha256(tmp / "DATACARD.md")
+        sums["DATACARD.md"] = sha256_file(tmp / "DATACARD.md")
         (tmp / "SHA256SUMS").write_text("".join(f"{v}  {k}\n" for k, v in sums.items()))
     log(f"published {len(sums)} files to {outdir}")

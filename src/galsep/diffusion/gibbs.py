@@ -38,7 +38,7 @@ def gibbs_sample(denoisers: Sequence[Denoiser], operators: Sequence[Operator], y
     Returns:
         the state after the last round, shape (B, K, *S).
     """
-    B, K = y.shape[0], len(denoisers)
+    B = y.shape[0]
     kw = dict(generator=generator, device=y.device, dtype=y.dtype)
     if init is None:
         with torch.no_grad():  # plain prior draws: no graph through network weights
