@@ -3,6 +3,7 @@
 from snakemake.utils import min_version, validate
 
 from galsep.config import check
+from galsep.separation import METHODS
 
 min_version("9.0")
 
@@ -26,26 +27,31 @@ wildcard_constraints:
     chain="|".join(CHAINS),
     lap=r"\d+",
     shard=r"\d+",
+    method="|".join(METHODS),
 
 
-if SYNTHETIC:
+if MANIFOLD:
 
-    include: "rules/synthetic.smk"
+    # DDPRISM's 1-D manifold benchmark (workflow/configs/manifold.yaml), not the COSMOS field
+    include: "rules/manifold.smk"
 
 else:
+    if SYNTHETIC:
 
-    include: "rules/mast.smk"
+        include: "rules/synthetic.smk"
 
+    else:
 
-include: "rules/data.smk"
-include: "rules/views.smk"
-include: "rules/prior.smk"
-include: "rules/posterior.smk"
-include: "rules/catalogue.smk"
-include: "rules/evaluate.smk"
+        include: "rules/mast.smk"
+    include: "rules/data.smk"
+    include: "rules/views.smk"
+    include: "rules/prior.smk"
+    include: "rules/posterior.smk"
+    include: "rules/catalogue.smk"
+    include: "rules/evaluate.smk"
 
 
 rule all:
     default_target: True
     input:
-        final_outputs(),
+        manifold_outputs() if MANIFOLD else final_outputs(),

@@ -1,15 +1,11 @@
-# The Zarr catalogue of separated galaxies, and its published form.
+# The Zarr catalogue of separated galaxies (by config["method"]), and its published form.
 
 
 rule catalogue:
     input:
-        shards=expand(
-            "results/posterior/shard{shard}.pt",
-            shard=range(config["posterior"]["shards"]),
-        ),
+        shards=separation_shards(METHOD),
         cutouts="results/cutouts/galaxies.h5",
-        galaxy_prior=final_prior("galaxy"),
-        random_prior=final_prior("random"),
+        weights=method_weights(METHOD),
     output:
         directory("results/catalogue.zarr"),
     log:
@@ -22,9 +18,10 @@ rule catalogue:
         mem_mb=8000,
         runtime=30,
     params:
-        json=as_json(config=config),
+        json=as_json(config=catalogue_config()),
+        method=METHOD,
     shell:
-        "python -m galsep catalogue --galaxy-prior {input.galaxy_prior} --random-prior {input.random_prior}"
+        "python -m galsep catalogue --method {params.method} --weights {input.weights}"
         " --cutouts {input.cutouts} --out {output} --params {params.json:q} {input.shards} > {log} 2>&1"
 
 
@@ -39,7 +36,7 @@ rule publish:
     conda:
         "../envs/galsep.yaml"
     params:
-        json=as_json(config=config),
+        json=as_json(config=catalogue_config()),
     shell:
         "python -m galsep publish --catalogue {input.catalogue} --metrics {input.metrics}"
         " --outdir {output} --params {params.json:q} > {log} 2>&1"

@@ -9,6 +9,7 @@ def as_json(**values):
     return json.dumps(values, sort_keys=True)
 
 
+MANIFOLD = config["experiment"] == "manifold"
 SYNTHETIC = config["source"] == "synthetic"
 VIEWS = ["randoms", "galaxies"] + (
     ["mixed_galaxy", "mixed_random"] if SYNTHETIC else []
@@ -69,10 +70,93 @@ def chain_params(**sections):
     )
 
 
+# Separation methods (see galsep.separation): the catalogue's, and the peers compared beside it.
+from galsep.separation import DIFFUSION
+
+METHOD = config["method"]
+COMPARE = config["compare"] if SYNTHETIC else []
+
+
+def method_settings(method):
+    if method == "ddprism":
+        return {k: config["posterior"][k] for k in ("samples", "sampler")}
+    return config["methods"][method]
+
+
+def method_params(method):
+    return as_json(
+        seed=config["seed"],
+        device=config["device"],
+        diffusion=config["diffusion"],
+        clip=config["views"]["clip"],
+        settings=method_settings(method),
+    )
+
+
+def method_shards(method):
+    """The diffusion methods sample in parallel shards; the others are quick in one job."""
+    return config["posterior"]["shards"] if method in DIFFUSION else 1
+
+
+def method_priors(method):
+    return [final_prior("galaxy"), final_prior("random")] if method in DIFFUSION else []
+
+
+def method_model(method):
+    return [] if method in DIFFUSION else f"results/baselines/{method}.pt"
+
+
+def method_weights(method):
+    """The files a method's draws depend on: its priors or its fitted model."""
+    return method_priors(method) or [method_model(method)]
+
+
+def separation_shards(method):
+    return expand(
+        "results/posterior/{method}/shard{shard}.pt",
+        method=method,
+        shard=range(method_shards(method)),
+    )
+
+
+def method_benchmarks(method):
+    """Benchmark files of a method's jobs: its fit (the shared EM for diffusion methods) and shards."""
+    if method in DIFFUSION:
+        # the last lap's prior is the final one: E-steps run after laps 1 .. LAPS - 1 only
+        fit = expand("logs/benchmark/prior/{c}/gaussian.tsv", c=CHAINS)
+        fit += expand(
+            "logs/benchmark/prior/{c}/lap{k}.tsv", c=CHAINS, k=range(1, LAPS + 1)
+        )
+        fit += expand(
+            "logs/benchmark/prior/{c}/estep{k}/shard{i}.tsv",
+            c=CHAINS,
+            k=range(1, LAPS),
+            i=range(config["em"]["shards"]),
+        )
+    else:
+        fit = [f"logs/benchmark/baselines/{method}.tsv"]
+    separate = [
+        f"logs/benchmark/posterior/{method}/shard{i}.tsv"
+        for i in range(method_shards(method))
+    ]
+    return {"fit": fit, "separate": separate}
+
+
+def catalogue_config():
+    """The config the catalogue records: everything but the settings of methods it was not made by
+    (so that tuning a peer of the comparison does not remake the catalogue)."""
+    recorded = {k: v for k, v in config.items() if k not in ("compare", "methods")}
+    if METHOD in config["methods"]:
+        recorded["methods"] = {METHOD: config["methods"][METHOD]}
+    return recorded
+
+
 def final_outputs():
     outputs = ["results/catalogue.zarr"]
     if SYNTHETIC:
         outputs += ["results/metrics.json", "results/figures/posterior.png"]
+    if COMPARE:
+        outputs += ["results/compare/table.json"]
     return outputs
 
 

@@ -58,3 +58,50 @@ rule figures:
     shell:
         "python -m galsep figures --catalogue {input.catalogue} --metrics {input.metrics}"
         " --laps {input.laps} --samples {input.samples} --outdir $(dirname {output.posterior}) > {log} 2>&1"
+
+
+rule compare_method:
+    input:
+        shards=lambda wildcards: separation_shards(wildcards.method),
+        cutouts="results/cutouts/galaxies.h5",
+        randoms="results/cutouts/randoms.h5",
+    output:
+        "results/compare/{method}.json",
+    log:
+        "logs/compare/{method}.log",
+    benchmark:
+        "logs/benchmark/compare/{method}.tsv"
+    conda:
+        "../envs/galsep.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        json=as_json(seed=config["seed"], views=config["views"]),
+    shell:
+        "python -m galsep compare-method --method {wildcards.method} --cutouts {input.cutouts}"
+        " --randoms {input.randoms} --out {output} --params {params.json:q} {input.shards} > {log} 2>&1"
+
+
+rule compare:
+    input:
+        expand("results/compare/{method}.json", method=COMPARE),
+    output:
+        table="results/compare/table.json",
+        markdown="results/compare/table.md",
+        figure=report(
+            "results/compare/compare.png",
+            caption="../workflow/report/compare.rst",
+            category="Comparison",
+        ),
+    log:
+        "logs/compare/table.log",
+    conda:
+        "../envs/galsep.yaml"
+    params:
+        json=lambda wildcards: as_json(
+            benchmarks={m: method_benchmarks(m) for m in COMPARE}
+        ),
+    shell:
+        "python -m galsep compare --outdir $(dirname {output.table}) --params {params.json:q}"
+        " {input} > {log} 2>&1"

@@ -1,17 +1,40 @@
-# Final joint posterior of every galaxy, in shards.
+# Separation of every galaxy: the catalogue's method and the peers of the comparison, in shards.
+# The diffusion methods sample with the EM-learned priors; the others are fitted first.
+
+
+rule fit_baseline:
+    input:
+        views=expand("results/views/{view}.h5", view=["randoms", "galaxies"]),
+    output:
+        "results/baselines/{method}.pt",
+    log:
+        "logs/baselines/{method}.log",
+    benchmark:
+        "logs/benchmark/baselines/{method}.tsv"
+    conda:
+        "../envs/galsep.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        json=lambda wildcards: method_params(wildcards.method),
+    shell:
+        "python -m galsep fit-baseline --method {wildcards.method} --views {input.views}"
+        " --out {output} --params {params.json:q} --threads {threads} > {log} 2>&1"
 
 
 rule posterior_shard:
     input:
-        galaxy_prior=final_prior("galaxy"),
-        random_prior=final_prior("random"),
+        priors=lambda wildcards: method_priors(wildcards.method),
+        model=lambda wildcards: method_model(wildcards.method),
         view="results/views/galaxies.h5",
     output:
-        "results/posterior/shard{shard}.pt",
+        "results/posterior/{method}/shard{shard}.pt",
     log:
-        "logs/posterior/shard{shard}.log",
+        "logs/posterior/{method}/shard{shard}.log",
     benchmark:
-        "logs/benchmark/posterior/shard{shard}.tsv"
+        "logs/benchmark/posterior/{method}/shard{shard}.tsv"
     conda:
         "../envs/galsep.yaml"
     threads: config["threads"]
@@ -19,15 +42,10 @@ rule posterior_shard:
         mem_mb=8000,
         runtime=120,
     params:
-        json=as_json(
-            seed=config["seed"],
-            device=config["device"],
-            diffusion=config["diffusion"],
-            clip=config["views"]["clip"],
-            posterior={k: config["posterior"][k] for k in ("samples", "sampler")},
-        ),
-        shards=config["posterior"]["shards"],
+        json=lambda wildcards: method_params(wildcards.method),
+        shards=lambda wildcards: method_shards(wildcards.method),
+        model=lambda wildcards, input: f"--model {input.model}" if input.model else "",
     shell:
-        "python -m galsep posterior-shard --galaxy-prior {input.galaxy_prior}"
-        " --random-prior {input.random_prior} --view {input.view} --shard {wildcards.shard}"
-        " --shards {params.shards} --out {output} --params {params.json:q} --threads {threads} > {log} 2>&1"
+        "python -m galsep separate --method {wildcards.method} --priors {input.priors} {params.model}"
+        " --view {input.view} --shard {wildcards.shard} --shards {params.shards} --out {output}"
+        " --params {params.json:q} --threads {threads} > {log} 2>&1"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
@@ -67,3 +68,13 @@ def small_tile(tmp_path: Path):
     tpath = tmp_path / "targets.ecsv"
     targets.write(tpath, format="ascii.ecsv")
     return {"tile": path, "targets": tpath, "xy": xy, "wcs": wcs, "shape": shape}
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test on one intra-op thread: these tensors are tiny, and on a shared 2-core machine
+    torch's thread pool costs more in synchronisation than it gains (measured 2-20x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

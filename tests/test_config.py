@@ -42,7 +42,7 @@ def test_default_config_is_valid_and_dry_runs(wf):
 
 def test_sharding_plans_one_job_per_shard(wf, tmp_path):
     """64 shards give 64 independent E-step jobs per lap and 64 posterior jobs (dry run)."""
-    (tmp_path / "s.yaml").write_text("em: {shards: 64, laps: 2}\nposterior: {shards: 64}\n")
+    (tmp_path / "s.yaml").write_text("em: {shards: 64, laps: 2}\nposterior: {shards: 64}\ncompare: []\n")
     out = snakemake(wf, "-n", "--configfile", "config.yaml", str(tmp_path / "s.yaml")).stdout
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out[out.index("Job stats:"):], re.M))
     # laps 2 in two chains: the E-steps of lap 1 feed lap 2; the last lap's E-step is not needed

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -94,6 +95,7 @@ def test_em_files_and_metrics(run):
         assert len(ckpt["losses"][chain]) == 20 and np.isfinite(ckpt["losses"][chain]).all()
         assert ckpt["params"]["em"]["train"]["steps"] == 20
     metrics = json.loads((run / "results/metrics.json").read_text())
+    assert metrics["method"] == "ddprism"
     assert set(metrics["methods"]) == {"ddprism_mean", "ddprism_draw", "observation", "minus_median_random"}
     for m in metrics["methods"].values():
         assert np.isfinite(m["galaxy_psnr"]["mean"])
@@ -101,10 +103,54 @@ def test_em_files_and_metrics(run):
         assert (run / f"results/figures/{fig}.png").stat().st_size > 1000
 
 
+def test_every_method_is_compared_on_the_same_galaxies(run):
+    """Each method's shards follow one contract, and the table has a scored row per method."""
+    from galsep.catalogue import gather_draws
+
+    n = xr.open_zarr(run / "results/catalogue.zarr", consolidated=False).sizes["object"]
+    methods = yaml.safe_load((run / TINY).read_text())["compare"]
+    for method in methods:
+        draws, sources, made_by = gather_draws(sorted(map(str, (run / f"results/posterior/{method}").glob("shard*.pt"))))
+        assert made_by == method and sources == ["galaxy", "random"]
+        assert draws.shape[0] == n and draws.shape[2:] == (2, 32, 32) and np.isfinite(draws).all(), method
+    table = json.loads((run / "results/compare/table.json").read_text())
+    rows = {r["method"]: r for r in table["rows"]}
+    assert list(rows) == methods + ["observation", "minus_median_random"]
+    for method in methods:
+        r = rows[method]
+        assert np.isfinite([r["galaxy_psnr_mean_db"], r["galaxy_psnr_draw_db"], r["sinkhorn"]]).all(), method
+        assert 0 <= r["pqmass_p"] <= 1 and r["sinkhorn"] >= 0
+        # the times come from Snakemake's benchmark files of the method's own jobs
+        assert r["fit_s"] > 0 and r["separate_s"] > 0 and r["peak_rss_mb"] > 50, r
+    # a deterministic method has one "draw": its mean and its draw are the same estimate
+    assert rows["nes"]["draws"] == 1 and rows["nes"]["galaxy_psnr_mean_db"] == rows["nes"]["galaxy_psnr_draw_db"]
+    md = (run / "results/compare/table.md").read_text()
+    assert all(f"| {m} |" in md for m in rows)
+    assert (run / "results/compare/compare.png").stat().st_size > 1000
+
+
+def test_catalogue_by_another_method(run, tmp_path):
+    """method: pcpca makes the catalogue from the comparison's pcpca draws, recording its model."""
+    assert _planned(run, {"method": "pcpca"}) == {"catalogue": 1, "evaluate": 1, "figures": 1, "all": 1}
+    wf = Path(shutil.copytree(run, tmp_path / "wf", symlinks=True))  # leave the shared run as it is
+    (wf / "pcpca.yaml").write_text("method: pcpca\n")
+    snakemake(wf, "results/catalogue.zarr", "--cores", "1", "--configfile", TINY, "pcpca.yaml")
+    ds = xr.open_zarr(wf / "results/catalogue.zarr", consolidated=False)
+    assert ds.attrs["method"] == "pcpca" and json.loads(ds.attrs["config"])["method"] == "pcpca"
+    weights = json.loads(ds.attrs["prior_checkpoints"])
+    assert list(weights) == ["pcpca"] and weights["pcpca"]["path"] == "results/baselines/pcpca.pt"
+    draws = torch.load(wf / "results/posterior/pcpca/shard0.pt", weights_only=False)["draws"]
+    assert ds.sizes["sample"] == draws.shape[1]
+
+
 def test_rerun_behaviour(run):
     assert _planned(run) == {}  # changing nothing reruns nothing
     jobs = _planned(run, {"posterior": {"sampler": {"steps": 5}}})
-    assert set(jobs) == {"posterior_shard", "catalogue", "evaluate", "figures", "all"}
+    # the ddprism draws, and what reads them: the catalogue, its metrics and figures, its comparison row
+    assert jobs == {"posterior_shard": 2, "catalogue": 1, "evaluate": 1, "figures": 1, "compare_method": 1,
+                    "compare": 1, "all": 1}
+    jobs = _planned(run, {"methods": {"pcpca": {"gamma": 0.5}}})
+    assert jobs == {"fit_baseline": 1, "posterior_shard": 1, "compare_method": 1, "compare": 1, "all": 1}
     jobs = _planned(run, {"em": {"laps": 2}})
     # lap 2 of the random chain needs the E-step of lap 1, then the galaxy chain follows the new
     # random prior; the random chain's Gaussian start and lap 1 are kept
@@ -135,7 +181,7 @@ def test_publish_and_report(run):
 
 def test_joint_schedule_learns_both_priors_from_mixed_views(tmp_path):
     wf = copy_workflow(tmp_path)
-    (wf / "joint.yaml").write_text("em: {schedule: joint}\n")
+    (wf / "joint.yaml").write_text("em: {schedule: joint}\ncompare: []\n")
     snakemake(wf, "--cores", "2", "--configfile", TINY, "joint.yaml")
     ckpt = torch.load(wf / "results/prior/joint/lap1.pt", weights_only=False)
     assert set(ckpt["sources"]) == {"galaxy", "random"}

@@ -26,7 +26,7 @@ from workflow import ROOT, copy_workflow, snakemake
 pytestmark = pytest.mark.slurm
 
 CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
-GPU_RULES = ("prior_gaussian", "prior_lap", "estep_shard", "posterior_shard")
+GPU_RULES = ("prior_gaussian", "prior_lap", "estep_shard", "posterior_shard", "fit_baseline")
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "srun")
 
 

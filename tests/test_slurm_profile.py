@@ -18,14 +18,14 @@ from snakemake_executor_plugin_slurm.utils import set_gres_string
 from workflow import ROOT, copy_workflow, snakemake
 
 PROFILE = ROOT / "slurm" / "config.yaml"
-GPU_RULES = ("prior_gaussian", "prior_lap", "estep_shard", "posterior_shard")
+GPU_RULES = ("prior_gaussian", "prior_lap", "estep_shard", "posterior_shard", "fit_baseline")
 ENV_KEYS = ("GALSEP_SLURM_PARTITION", "GALSEP_SLURM_GPU_PARTITION", "GALSEP_SLURM_ACCOUNT", "GALSEP_SLURM_GPU_MODEL",
             "GALSEP_SLURM_GPU_CPUS")
 
 # A workflow with the profile's GPU rule names and one CPU rule, so dry runs need no data.
 TOY_SNAKEFILE = """
 rule all:
-    input: expand("out/{name}.txt", name=["prior_gaussian", "prior_lap", "estep_shard", "posterior_shard", "cpu"])
+    input: expand("out/{name}.txt", name=["prior_gaussian", "prior_lap", "estep_shard", "posterior_shard", "fit_baseline", "cpu"])
 
 rule prior_gaussian:
     output: "out/prior_gaussian.txt"
@@ -41,6 +41,10 @@ rule estep_shard:
 
 rule posterior_shard:
     output: "out/posterior_shard.txt"
+    shell: "touch {output}"
+
+rule fit_baseline:
+    output: "out/fit_baseline.txt"
     shell: "touch {output}"
 
 rule cpu_stage:

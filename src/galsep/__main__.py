@@ -89,18 +89,42 @@ def _gather_estep(a, p, log) -> None:
     gather_samples(_chain(p)[a.chain], a.lap, a.inputs, a.out)
 
 
-def _posterior_shard(a, p, log) -> None:
-    from galsep.posterior import posterior_shard
+def _fit_baseline(a, p, log) -> None:
+    from galsep.separation import fit_baseline
 
-    posterior_shard({"galaxy": a.galaxy_prior, "random": a.random_prior}, a.view, a.shard, a.shards, a.out, p,
-                    log.info)
+    fit_baseline(a.method, a.views, a.out, p, log.info)
+
+
+def _separate(a, p, log) -> None:
+    from galsep.separation import separation_shard
+
+    separation_shard(a.method, a.view, a.shard, a.shards, a.out, p, prior_paths=a.priors,
+                     model_path=a.model, log=log.info)
+
+
+def _weights(method: str, paths: list[str]) -> dict[str, str]:
+    """Label the weight files: the galaxy and random priors, or the method's fitted model."""
+    from galsep.separation import DIFFUSION, SOURCES
+
+    return dict(zip(SOURCES, paths, strict=True)) if method in DIFFUSION else {method: paths[0]}
 
 
 def _catalogue(a, p, log) -> None:
     from galsep.catalogue import write_catalogue
 
-    write_catalogue(a.inputs, a.cutouts, {"galaxy": a.galaxy_prior, "random": a.random_prior}, p["config"],
-                    a.out, log.info)
+    write_catalogue(a.inputs, a.cutouts, _weights(a.method, a.weights), p["config"], a.out, log.info)
+
+
+def _compare_method(a, p, log) -> None:
+    from galsep.compare import write_method_metrics
+
+    write_method_metrics(a.method, a.inputs, a.cutouts, a.randoms, p, a.out, log.info)
+
+
+def _compare(a, p, log) -> None:
+    from galsep.compare import write_comparison
+
+    write_comparison(a.inputs, p["benchmarks"], a.outdir, log.info)
 
 
 def _evaluate(a, p, log) -> None:
@@ -172,14 +196,28 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--lap", type=int, required=True)
     s.add_argument("--out", required=True)
     s.add_argument("inputs", nargs="+")
-    s = stage("posterior-shard", _posterior_shard, "joint posterior draws for one shard of the galaxies")
-    for arg in ("--galaxy-prior", "--random-prior", "--view", "--out"):
+    s = stage("fit-baseline", _fit_baseline, "fit a non-diffusion method (pcpca, clvm_linear, clvm_vae, nes)")
+    for arg in ("--method", "--out"):
         s.add_argument(arg, required=True)
+    s.add_argument("--views", nargs="+", required=True)
+    s = stage("separate", _separate, "one method's draws for one shard of the galaxies")
+    for arg in ("--method", "--view", "--out"):
+        s.add_argument(arg, required=True)
+    s.add_argument("--priors", nargs="*", default=[], help="galaxy and random priors (diffusion methods)")
+    s.add_argument("--model", help="the fitted model (other methods)")
     s.add_argument("--shard", type=int, required=True)
     s.add_argument("--shards", type=int, required=True)
-    s = stage("catalogue", _catalogue, "write the Zarr catalogue from posterior shards")
-    for arg in ("--galaxy-prior", "--random-prior", "--cutouts", "--out"):
+    s = stage("catalogue", _catalogue, "write the Zarr catalogue from separation shards")
+    for arg in ("--method", "--cutouts", "--out"):
         s.add_argument(arg, required=True)
+    s.add_argument("--weights", nargs="+", required=True, help="the priors or the fitted model")
+    s.add_argument("inputs", nargs="+")
+    s = stage("compare-method", _compare_method, "one method's metrics against the synthetic truth")
+    for arg in ("--method", "--cutouts", "--randoms", "--out"):
+        s.add_argument(arg, required=True)
+    s.add_argument("inputs", nargs="+")
+    s = stage("compare", _compare, "the comparison table and figure of every method")
+    s.add_argument("--outdir", required=True)
     s.add_argument("inputs", nargs="+")
     s = stage("evaluate", _evaluate, "metrics against the synthetic truth")
     for arg in ("--catalogue", "--randoms", "--out"):

@@ -28,8 +28,9 @@ QUANTILES = (0.16, 0.5, 0.84)
 ZEROPOINT_AB = 25.937  # ACS/WFC F814W AB zeropoint for e-/s (synthetic tiles use the same)
 
 
-def gather_draws(shard_paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """Concatenate posterior shards in row order: (N, S, K, H, W) normalised draws and source names."""
+def gather_draws(shard_paths: Sequence[str]) -> tuple[np.ndarray, list[str], str]:
+    """Concatenate separation shards in row order: (N, S, K, H, W) normalised draws, source names and
+    the method that made them (see :mod:`galsep.separation`)."""
     parts = sorted((torch.load(p, map_location="cpu", weights_only=False) for p in shard_paths),
                    key=lambda d: d["rows"][0])
     stop = 0
@@ -37,7 +38,10 @@ def gather_draws(shard_paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         if d["rows"][0] != stop:
             raise ValueError(f"posterior shards do not tile the rows: gap or overlap at row {stop}")
         stop = d["rows"][1]
-    return torch.cat([d["draws"] for d in parts]).numpy(), parts[0]["sources"]
+    methods = {d.get("method", "ddprism") for d in parts}
+    if len(methods) > 1:
+        raise ValueError(f"shards of different methods {sorted(methods)} cannot make one catalogue")
+    return torch.cat([d["draws"] for d in parts]).numpy(), parts[0]["sources"], methods.pop()
 
 
 def build_dataset(
@@ -83,10 +87,11 @@ def build_dataset(
     return ds
 
 
-def provenance(config: Mapping[str, Any], prior_paths: Mapping[str, str]) -> dict[str, Any]:
-    """Attributes that say how the catalogue was made."""
+def provenance(config: Mapping[str, Any], method: str, weight_paths: Mapping[str, str]) -> dict[str, Any]:
+    """Attributes that say how the catalogue was made: method, config, versions, weights' checksums."""
     return {
         "title": "galsep catalogue of separated galaxies",
+        "method": method,
         "galsep_version": __version__,
         "versions": json.dumps({p: version(p) for p in ("torch", "numpy", "astropy", "galsim", "zarr", "xarray",
                                                           "snakemake")} | {"python": platform.python_version()}),
@@ -97,7 +102,7 @@ def provenance(config: Mapping[str, Any], prior_paths: Mapping[str, str]) -> dic
         "normalisation": json.dumps(
             {k: config["views"][k] for k in ("arcsinh_scale", "stretch", "clip", "ivar_floor")}),
         "flux_model": "sources add in normalised space; galaxy flux = inverse(g + r) - inverse(r)",
-        "prior_checkpoints": json.dumps({s: {"path": str(p), "sha256": sha256_file(p)} for s, p in prior_paths.items()}),
+        "prior_checkpoints": json.dumps({k: {"path": str(p), "sha256": sha256_file(p)} for k, p in weight_paths.items()}),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -111,13 +116,17 @@ def chunk_encoding(ds: xr.Dataset, objects: int = 64) -> dict[str, dict[str, tup
 
 
 def write_catalogue(
-    shard_paths: Sequence[str], cutouts_path: str, prior_paths: Mapping[str, str], config: Mapping[str, Any],
+    shard_paths: Sequence[str], cutouts_path: str, weight_paths: Mapping[str, str], config: Mapping[str, Any],
     out: str | Path, log: Callable[[str], None] = print,
 ) -> None:
-    """Gather posterior shards into ``out`` (Zarr v3), atomically: a killed job leaves no store."""
-    draws, sources = gather_draws(shard_paths)
+    """Gather separation shards into ``out`` (Zarr v3), atomically: a killed job leaves no store.
+
+    ``weight_paths`` name the files whose checksums the catalogue records: {source: prior} for the
+    diffusion methods, {method: fitted model} for the others.
+    """
+    draws, sources, method = gather_draws(shard_paths)
     stretch = Stretch.from_config(config["views"])
-    ds = build_dataset(draws, sources, cutouts_path, stretch, provenance(config, prior_paths))
+    ds = build_dataset(draws, sources, cutouts_path, stretch, provenance(config, method, weight_paths))
     with atomic_path(out) as tmp:
         ds.to_zarr(tmp, zarr_format=3, consolidated=False, mode="w", encoding=chunk_encoding(ds))
-    log(f"catalogue: {ds.sizes['object']} galaxies x {ds.sizes['sample']} draws -> {out}")
+    log(f"catalogue ({method}): {ds.sizes['object']} galaxies x {ds.sizes['sample']} draws -> {out}")

@@ -40,3 +40,8 @@ def check(config: Mapping) -> None:
     for f in (2, 4):
         if views[f"downsample_{f}x"] > 0 and size % f:
             raise ConfigError(f"views.downsample_{f}x > 0 needs cutouts.size divisible by {f} (got {size})")
+    if views["downsample_2x"] + views["downsample_4x"] > 0:
+        full_res = sorted({m for m in [config.get("method", "ddprism"), *config.get("compare", [])] if m == "nes"})
+        if full_res:
+            raise ConfigError(f"method {full_res[0]!r} needs full-resolution views: set views.downsample_2x and"
+                              " views.downsample_4x to 0, or leave it out of method and compare")

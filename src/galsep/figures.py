@@ -1,4 +1,5 @@
-"""Figures for ``snakemake --report``: posterior samples, EM-lap evolution, training loss, metrics."""
+"""Figures for ``snakemake --report``: posterior samples, EM-lap evolution, training loss, metrics and
+the comparison of methods."""
 
 from __future__ import annotations
 
@@ -104,6 +105,25 @@ def metrics_bars(metrics_path: str, path: Path) -> None:
     # the methods differ by a few dB on top of ~45: start the axis near the lowest bar
     ax.set_ylim(min(values) - 3, max(values) + 1)
     ax.set_xticks(x, names, rotation=20, fontsize=8), ax.set_ylabel("PSNR [dB]"), ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def comparison_bars(table: dict, path: Path) -> None:
+    """Galaxy PSNR (mean and single draw) and wall time of every method in the comparison table."""
+    rows = table["rows"]
+    names = [r["method"] for r in rows]
+    x = np.arange(len(names))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.5), gridspec_kw={"width_ratios": [3, 2]})
+    mean, draw = [r["galaxy_psnr_mean_db"] for r in rows], [r["galaxy_psnr_draw_db"] for r in rows]
+    ax.bar(x - 0.2, mean, 0.4, label="mean of draws"), ax.bar(x + 0.2, draw, 0.4, label="single draw")
+    ax.set_ylim(min(mean + draw) - 3, max(mean + draw) + 1)
+    ax.set_xticks(x, names, rotation=30, fontsize=8), ax.set_ylabel("galaxy PSNR [dB]"), ax.legend(fontsize=8)
+    timed = [r for r in rows if "separate_s" in r]  # the trivial baselines cost nothing
+    xt = np.arange(len(timed))
+    bx.bar(xt - 0.2, [r["fit_s"] for r in timed], 0.4, label="fit (diffusion: shared EM)")
+    bx.bar(xt + 0.2, [r["separate_s"] for r in timed], 0.4, label="separate")
+    bx.set_yscale("log"), bx.set_ylabel("wall time [s]"), bx.legend(fontsize=8)
+    bx.set_xticks(xt, [r["method"] for r in timed], rotation=30, fontsize=8)
     _save(fig, path)
 
 

@@ -62,7 +62,7 @@ def data_card(ds: xr.Dataset, metrics: Mapping[str, Any] | None, checksums: Mapp
     if metrics:
         best = metrics["best_baseline"]
         lines += ["", "## Quality on synthetic truth",
-                  f"Galaxy PSNR of the posterior mean {metrics['methods']['ddprism_mean']['galaxy_psnr']['mean']:.2f} dB, "
+                  f"Galaxy PSNR of the posterior mean {metrics['methods'][metrics['method'] + '_mean']['galaxy_psnr']['mean']:.2f} dB, "
                   f"best trivial baseline ({best}) {metrics['methods'][best]['galaxy_psnr']['mean']:.2f} dB."]
     lines += ["", "## Checksums (SHA256)"] + [f"- `{k}`: {v}" for k, v in checksums.items()]
     return "\n".join(lines) + "\n"

@@ -37,12 +37,3 @@ def random_gaussian(dim: int, eigenvalues: list[float], seed: int) -> tuple[Tens
 def gaussian3() -> tuple[Tensor, Tensor]:
     return random_gaussian(3, [2.0, 0.5, 0.05], seed=0)
 
-
-@pytest.fixture
-def single_thread():
-    """Run a test on one intra-op thread: these tensors are tiny, and on a shared 2-core machine
-    torch's thread pool costs more in synchronisation than it gains (measured 2-20x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
