@@ -7,21 +7,9 @@ from the config in its ``params:``, so that a changed value reruns exactly the s
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 
-from galsep.tiles import InputError
-
-
-def _logger(path: str | None) -> logging.Logger:
-    log = logging.getLogger("galsep")
-    log.setLevel(logging.INFO)
-    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
-    for handler in [logging.StreamHandler(sys.stderr)] + ([logging.FileHandler(path)] if path else []):
-        handler.setFormatter(fmt)
-        log.addHandler(handler)
-    return log
+from galsep.cli import add_stage, run
 
 
 def _synthetic_tile(a, p, log) -> None:
@@ -150,12 +138,7 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="stage", required=True)
 
     def stage(name, fn, help):
-        s = sub.add_parser(name, help=help)
-        s.add_argument("--params", default="{}", help="settings as one JSON object")
-        s.add_argument("--log", help="also write the log here")
-        s.add_argument("--threads", type=int, help="CPU threads for torch (Snakemake's {threads})")
-        s.set_defaults(fn=fn)
-        return s
+        return add_stage(sub, name, fn, help)
 
     s = stage("synthetic-tile", _synthetic_tile, "simulate one tile of the synthetic COSMOS field")
     for arg in ("--tile", "--tile-out", "--truth-out", "--targets-out"):
@@ -235,22 +218,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    log = _logger(args.log)
-    if args.threads:
-        import torch
-
-        # more threads than the job's share of cores oversubscribes the machine (seen: 3x slower)
-        torch.set_num_threads(args.threads)
-        # denormal floats in near-zero weights made calls at small sigma 20x slower on CPU
-        torch.set_flush_denormal(True)
-    try:
-        args.fn(args, json.loads(args.params), log)
-    except (InputError, ValueError, FileNotFoundError) as err:
-        # bad input is the user's to fix: say what, without a traceback
-        log.error("galsep %s: %s", args.stage, err)
-        return 2
-    return 0
+    return run(parser().parse_args(argv))
 
 
 if __name__ == "__main__":

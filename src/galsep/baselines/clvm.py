@@ -19,10 +19,11 @@ import torch
 from torch import Tensor, nn
 
 from galsep.baselines.pcpca import (check_shapes, fill_factors, latent_posterior, loadings,
-                                    lowrank_log_likelihood, observed, precision, pseudo_inverse, standard_normal)
+                                    lowrank_log_likelihood, maximise, observed, precision, pseudo_inverse,
+                                    standard_normal)
 from galsep.diffusion.gaussian import fit_ppca
 from galsep.diffusion.mmps import Operator
-from galsep.diffusion.training import batches, lr_factor
+from galsep.diffusion.training import batches
 
 __all__ = ["CLVMLinear", "CLVMVAE", "fit_clvm_linear", "fit_clvm_vae", "initial_sources", "mlp"]
 
@@ -172,24 +173,10 @@ def fit_clvm_linear(y: Tensor, operators: Sequence[Operator], variance: Tensor, 
 def _adam(model: nn.Module, objective: Callable[[Tensor], Tensor], n: int, *, steps: int, lr: float,
           batch_size: int, generator: torch.Generator, log: Callable[[int, float], None] | None) -> list[float]:
     """Maximise objective(row indices) by Adam with a cosine LR; leaves the model in eval mode."""
-    trace: list[float] = []
-    if steps > 0:
-        model.train()
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor("cosine", steps))
-        device = next(model.parameters()).device
-        it = batches(n, min(batch_size, n), generator)
-        for step in range(steps):
-            value = objective(next(it).to(device))
-            opt.zero_grad(set_to_none=True)
-            (-value).backward()
-            opt.step()
-            sched.step()
-            trace.append(value.item())
-            if log is not None:
-                log(step, trace[-1])
-    model.eval()
-    return trace
+    device = next(model.parameters()).device
+    it = batches(n, min(batch_size, n), generator)
+    return maximise(model, lambda: objective(next(it).to(device)), steps=steps, lr=lr, lr_schedule="cosine",
+                    log=log)
 
 
 def mlp(features: int, out: int, hidden: int, layers: int, dropout: float) -> nn.Sequential:

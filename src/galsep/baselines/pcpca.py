@@ -237,6 +237,28 @@ def fill_factors(factors: Tensor, latent: int, scale: float, generator: torch.Ge
     return torch.where(W.norm(dim=0) > scale, W, jitter)
 
 
+def maximise(model: nn.Module, objective: Callable[[], Tensor], *, steps: int, lr: float, lr_schedule: str,
+             log: Callable[[int, float], None] | None = None) -> list[float]:
+    """Adam ascent on ``objective()`` (a fresh minibatch estimate per call): the values per step, with
+    ``log(step, value)`` after each. The model ends in eval mode."""
+    trace: list[float] = []
+    if steps > 0:
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(lr_schedule, steps))
+        for step in range(steps):
+            value = objective()
+            opt.zero_grad(set_to_none=True)
+            (-value).backward()
+            opt.step()
+            sched.step()
+            trace.append(value.item())
+            if log is not None:
+                log(step, trace[-1])
+    model.eval()
+    return trace
+
+
 def fit_pcpca(target_y: Tensor, target_op: Operator, target_var: Tensor, background_y: Tensor,
               background_op: Operator, background_var: Tensor, *, shape: Sequence[int], latent: int,
               gamma: float, steps: int, lr: float, batch_size: int, generator: torch.Generator,
@@ -270,23 +292,13 @@ def fit_pcpca(target_y: Tensor, target_op: Operator, target_var: Tensor, backgro
         raise ValueError(f"need 0 <= gamma * Nb < Nt for a bounded objective, got gamma={gamma}, Nb={nb}, Nt={nt}")
     model = PCPCA(shape, latent, gamma).to(target_y)
     _initialise(model, target_y, target_op, background_y, background_op, generator)
-    trace: list[float] = []
-    if steps <= 0:
-        return model.eval(), trace
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor("linear", steps))
     bt, bb = min(batch_size, nt), min(batch_size, nb)
     it_t, it_b = batches(nt, bt, generator), batches(nb, bb, generator)
-    for step in range(steps):
+
+    def objective() -> Tensor:
         i, j = next(it_t).to(target_y.device), next(it_b).to(target_y.device)
-        objective = (nt / bt * model.log_likelihood(target_y[i], target_op[i], target_var[i]).sum()
-                     - gamma * nb / bb * model.log_likelihood(background_y[j], background_op[j],
-                                                              background_var[j]).sum()) / (nt + nb)
-        opt.zero_grad(set_to_none=True)
-        (-objective).backward()
-        opt.step()
-        sched.step()
-        trace.append(objective.item())
-        if log is not None:
-            log(step, trace[-1])
-    return model.eval(), trace
+        return (nt / bt * model.log_likelihood(target_y[i], target_op[i], target_var[i]).sum()
+                - gamma * nb / bb * model.log_likelihood(background_y[j], background_op[j],
+                                                         background_var[j]).sum()) / (nt + nb)
+
+    return model, maximise(model, objective, steps=steps, lr=lr, lr_schedule="linear", log=log)

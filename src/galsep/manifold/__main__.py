@@ -13,19 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 import torch
 
-
-def _logger() -> logging.Logger:
-    log = logging.getLogger("galsep.manifold")
-    log.setLevel(logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    log.addHandler(handler)
-    return log
+from galsep.cli import add_stage, run
 
 
 def _device(p):
@@ -91,11 +83,7 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="stage", required=True)
 
     def stage(name, fn, help):
-        s = sub.add_parser(name, help=help)
-        s.add_argument("--params", default="{}", help="settings as one JSON object")
-        s.add_argument("--threads", type=int, default=1, help="CPU threads for torch (Snakemake's {threads})")
-        s.set_defaults(fn=fn)
-        return s
+        return add_stage(sub, name, fn, help, threads=1)
 
     s = stage("data", _data, "make a dataset's views")
     s.add_argument("--dataset", required=True)
@@ -116,12 +104,9 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> None:
-    a = parser().parse_args(argv)
-    torch.set_num_threads(a.threads)
-    torch.set_flush_denormal(True)
-    a.fn(a, json.loads(a.params), _logger())
+def main(argv: list[str] | None = None) -> int:
+    return run(parser().parse_args(argv), prog="python -m galsep.manifold")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
