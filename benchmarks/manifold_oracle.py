@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -30,9 +31,9 @@ import yaml
 from galsep.diffusion.mmps import sample_joint_posterior
 from galsep.diffusion.training import train_denoiser
 from galsep.manifold.data import make_dataset, observations
-from galsep.manifold.em import cg_kwargs, schedule
+from galsep.manifold.em import joint_kwargs, schedule
 from galsep.manifold.metrics import psnr, sinkhorn
-from galsep.manifold.models import build_denoiser, denoiser
+from galsep.manifold.models import build_denoiser, denoiser, diffusion_entry
 from galsep.manifold.paper import PAPER
 from galsep.manifold.settings import dataset
 from galsep.seeding import generator
@@ -67,17 +68,14 @@ def main() -> None:
                               lr_schedule=t["lr_schedule"], grad_clip=t["grad_clip"], ema_decay=0.0,
                               generator=generator(seed, "benchmark", "oracle", *key))
 
-    def entry(model):
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return {"kind": "diffusion", "network": em["network"], "model": state, "ema": state}
-
     def draw(models, steps, key):
-        priors = [denoiser(entry(mo), obs.truth.shape[-1], clip=em["clip"]) for mo in models]
+        # no EMA in the benchmark: the trained weights are the prior
+        priors = [denoiser(diffusion_entry(em["network"], mo, mo), obs.truth.shape[-1], clip=em["clip"])
+                  for mo in models]
         start = time.perf_counter()
         s = sample_joint_posterior(priors, obs.operators(), obs.y, obs.variance, shape=(obs.truth.shape[-1],),
-                                   schedule=schedule(em), steps=steps, corrections=sampler["corrections"],
-                                   tau=sampler["tau"], batch_size=None, generator=generator(seed, "benchmark", *key),
-                                   **cg_kwargs(sampler))
+                                   generator=generator(seed, "benchmark", *key),
+                                   **joint_kwargs(em, {**sampler, "steps": steps, "batch_size": None}))
         return s, {"steps": steps, "seconds": round(time.perf_counter() - start, 1),
                    "psnr": [round(psnr(obs.truth[:, k], s[:, k]), 2) for k in range(2)],
                    "sinkhorn": [round(sinkhorn(s[:n, k], obs.truth[:n, k]), 3) for k in range(2)]}
@@ -98,11 +96,11 @@ def main() -> None:
                 x = obs.truth[:, 1] if args.em_on_truth else samples[:, 1]
                 result = train(models[1], x, args.em_train_steps, ("em", lap))
             samples, row = draw(models, args.em_pc_steps, ("em", lap))
-            laps.append({"lap": lap, "loss": round(sum(result.losses[-100:]) / 100, 4), **row})
+            laps.append({"lap": lap, "loss": round(statistics.fmean(result.losses[-100:]), 4), **row})
     print(json.dumps({
         "setting": "contrastive-2 (view 2, sources 1 and 2; source 2 is the target)",
         "observations": len(obs), "oracle_train_steps": args.train_steps,
-        "oracle_final_loss": [round(sum(x[-100:]) / 100, 4) for x in losses],
+        "oracle_final_loss": [round(statistics.fmean(x[-100:]), 4) for x in losses],
         "em_on_truth": args.em_on_truth, "paper_target_psnr": PAPER["contrastive-2"]["ddprism"]["posterior_psnr"], "paper_pc_steps": 16384,
         "by_pc_steps": rows, "em_from_oracle": laps,
     }, indent=2))

@@ -27,33 +27,22 @@ from galsep.evaluate import evaluate_dataset, median_random
 from galsep.io import atomic_path
 from galsep.normalise import Stretch
 from galsep.seeding import derive_seed
+from galsep.twosample import pqmass_pvalues
+from galsep.twosample import sinkhorn as twosample_sinkhorn
 
 Log = Callable[[str], None]
 
 
 def pqmass_pvalue(draws: np.ndarray, truth: np.ndarray, seed: int, num_refs: int = 100, repeats: int = 10) -> float:
-    """Median PQMass p-value over ``repeats`` tessellations; draws (N, D), truth (M, D).
-
-    pqm draws its reference points from numpy's global generator: seeded here, and restored after.
-    """
-    from pqm import pqm_pvalue
-
-    state = np.random.get_state()
-    try:
-        np.random.seed(seed % 2**32)
-        refs = max(2, min(num_refs, (len(draws) + len(truth)) // 4))
-        p = pqm_pvalue(draws, truth, num_refs=refs, re_tessellation=repeats)
-    finally:
-        np.random.set_state(state)
-    return float(np.median(p))
+    """Median PQMass p-value over ``repeats`` tessellations; draws (N, D), truth (M, D)."""
+    refs = max(2, min(num_refs, (len(draws) + len(truth)) // 4))
+    return float(np.median(pqmass_pvalues(draws, truth, seed=seed, tessellations=repeats, num_refs=refs)))
 
 
 def sinkhorn(draws: np.ndarray, truth: np.ndarray, blur: float = 0.05) -> float:
     """Debiased Sinkhorn divergence (p = 2) between two point clouds, (N, D) and (M, D)."""
-    from geomloss import SamplesLoss
-
-    loss = SamplesLoss("sinkhorn", p=2, blur=blur, backend="tensorized")
-    return float(loss(torch.as_tensor(draws, dtype=torch.float64), torch.as_tensor(truth, dtype=torch.float64)))
+    # scaling 0.5 is geomloss's default
+    return twosample_sinkhorn(torch.as_tensor(draws), torch.as_tensor(truth), blur=blur, scaling=0.5)
 
 
 def method_metrics(method: str, shard_paths: Sequence[str], cutouts: str, randoms: str,

@@ -24,7 +24,6 @@ from galsep.manifold.data import observations
 from galsep.manifold.em import schedule
 from galsep.manifold.models import sample_prior
 from galsep.manifold.settings import BASELINES, EM_METHODS, Setting
-from galsep.operators import DenseOperator
 from galsep.seeding import generator
 
 Log = Callable[[str], None]
@@ -76,12 +75,11 @@ def baseline_draws(setting: Setting, data: Mapping[str, Any], p: Mapping[str, An
         from galsep.baselines.pcpca import fit_pcpca
 
         background = observations(data, [K - 2], range(K - 1)).to(device)
+        ops = target.operators()[K - 1]
         model, _ = fit_pcpca(
-            target.y, DenseOperator(target.matrices[:, K - 1].contiguous()), target.variance, background.y,
-            DenseOperator(background.matrices[:, K - 2].contiguous()), background.variance, shape=(D,),
-            latent=s["latent"], gamma=s["gamma"], steps=s["steps"], lr=s["lr"], batch_size=s["batch_size"],
-            generator=gen, log=fit_log)
-        ops = DenseOperator(target.matrices[:, K - 1].contiguous())
+            target.y, ops, target.variance, background.y, background.operators()[K - 2], background.variance,
+            shape=(D,), latent=s["latent"], gamma=s["gamma"], steps=s["steps"], lr=s["lr"],
+            batch_size=s["batch_size"], generator=gen, log=fit_log)
         posterior[:, K - 1] = model.sample_posterior(target.y, ops, target.variance, samples=1,
                                                      generator=draw)[:, 0].cpu()
         prior[:, K - 1] = model.sample_prior(p["prior_samples"], generator=draw).cpu()
@@ -106,7 +104,7 @@ def baseline_draws(setting: Setting, data: Mapping[str, Any], p: Mapping[str, An
 def mean_draws(setting: Setting, data: Mapping[str, Any], p: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
     """The floor: every posterior and prior draw is the true mean of its source."""
     mean = torch.stack([population(data, k).mean(0) for k in range(setting.sources)])  # (K, D)
-    n = sum(data["y"].shape[1] for _ in setting.views)
+    n = len(setting.views) * data["y"].shape[1]
     return mean.expand(n, -1, -1).clone(), mean.expand(p["prior_samples"], -1, -1).clone()
 
 

@@ -8,20 +8,21 @@
   uses POT and debiases with the two halves of each set; geomloss debiases with the whole sets, so
   S(a, a) = 0 here and the two agree up to that finite-sample offset.
 - PQMass p-value (``pqm.pqm_pvalue``, default settings, ``tessellations`` re-tessellations, mean p-value).
-  pqm draws its reference points from numpy's global generator: it is seeded here and restored after.
+  Both through galsep.twosample.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from unittest import mock
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from galsep import twosample
 
 
 def psnr(truth: Tensor, estimate: Tensor, spread: float = 4.0) -> float:
@@ -32,26 +33,16 @@ def psnr(truth: Tensor, estimate: Tensor, spread: float = 4.0) -> float:
 
 def sinkhorn(a: Tensor, b: Tensor, *, reg: float = 1e-3) -> float:
     """Debiased Sinkhorn divergence between point clouds a (N, D) and b (M, D), squared-Euclidean cost."""
-    from geomloss import SamplesLoss
-
-    loss = SamplesLoss("sinkhorn", p=2, blur=math.sqrt(reg / 2), scaling=0.9, debias=True, backend="tensorized")
-    return 2.0 * float(loss(a.double().contiguous(), b.double().contiguous().to(a.device)))
+    # geomloss's cost is |x - y|^2 / 2: halve the regularisation, double the value
+    return 2.0 * twosample.sinkhorn(a, b, blur=math.sqrt(reg / 2), scaling=0.9)
 
 
 def pqmass(a: Tensor, b: Tensor, *, tessellations: int = 1000, seed: int = 0) -> float:
     """Mean PQMass p-value over ``tessellations`` re-tessellations; a (N, D), b (M, D)."""
-    import pqm.pqm
-    from pqm import pqm_pvalue
-
-    state = np.random.get_state()
-    try:
-        np.random.seed(seed % 2**32)
-        with warnings.catch_warnings(), mock.patch.object(pqm.pqm, "tqdm", lambda iterable, **kw: iterable):
-            # (pqm draws a progress bar per call)
-            warnings.filterwarnings("ignore", message="Number of samples is small", category=UserWarning)
-            values = pqm_pvalue(a.double().cpu().numpy(), b.double().cpu().numpy(), re_tessellation=tessellations)
-    finally:
-        np.random.set_state(state)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Number of samples is small", category=UserWarning)
+        values = twosample.pqmass_pvalues(a.double().cpu().numpy(), b.double().cpu().numpy(), seed=seed,
+                                          tessellations=tessellations)
     return float(np.mean(values))
 
 
