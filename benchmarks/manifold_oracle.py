@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from galsep.diffusion.mmps import sample_joint_posterior
-from galsep.diffusion.training import train_denoiser
+from galsep.inference.mmps import sample_joint_posterior
+from galsep.inference.training import train_denoiser
 from galsep.manifold.data import make_dataset, observations
 from galsep.manifold.em import joint_kwargs, schedule
 from galsep.manifold.metrics import psnr, sinkhorn

@@ -37,7 +37,7 @@ import torch
 
 def _problem(batch: int, size: int, device: torch.device, generator: torch.Generator):
     """A galaxies-view-like observation: y = x_gal + x_rand + n with per-sample mask and downsampling."""
-    from galsep.operators import PixelOperator
+    from galsep.data.operators import PixelOperator
 
     mask = (torch.rand(batch, size, size, generator=generator) > 0.05).float()
     factor = torch.ones(batch, dtype=torch.long)
@@ -49,14 +49,14 @@ def _problem(batch: int, size: int, device: torch.device, generator: torch.Gener
 
 def run_one(args: argparse.Namespace) -> dict:
     """Time one CG setting in this process."""
-    from galsep.diffusion.denoiser import EDMDenoiser
-    from galsep.diffusion.mmps import JointPosterior
-    from galsep.diffusion.samplers import pc_sample
-    from galsep.diffusion.schedule import VESchedule
+    from galsep.inference.denoiser import EDMDenoiser
+    from galsep.inference.mmps import JointPosterior
+    from galsep.inference.samplers import pc_sample
+    from galsep.inference.schedule import VESchedule
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
-    from galsep.diffusion.nets import UNet
+    from galsep.inference.nets import UNet
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -103,7 +103,7 @@ def run_one(args: argparse.Namespace) -> dict:
         f"samples_per_second_{args.steps}_steps": round(args.batch / (per_call * calls_full), 5),
         "extrapolated": not args.full,
         "repeats": args.repeats,
-        "network": "galsep.diffusion.nets.UNet() defaults in EDMDenoiser (untrained)",
+        "network": "galsep.inference.nets.UNet() defaults in EDMDenoiser (untrained)",
         "parameters_per_prior": sum(p.numel() for p in dens[0].parameters()),
     }
     if device.type == "cuda":

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from galsep.synthetic import make_tile
-from galsep.synthetic.contamination import contamination_from_files
+from galsep.sources.synthetic import make_tile
+from galsep.sources.synthetic.contamination import contamination_from_files
 
 
 def main() -> None:

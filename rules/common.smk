@@ -31,8 +31,8 @@ def truth_files(wildcards):
     return expand("resources/truth/{tile}.h5", tile=tile_names()) if SYNTHETIC else []
 
 
-# EM chains (see galsep.em): which views each learns from, which sources it trains or takes frozen.
-from galsep.em import chains
+# EM chains (see galsep.inference.em): which views each learns from, which sources it trains or takes frozen.
+from galsep.inference.em import chains
 
 CHAINS = {c.name: c for c in chains(config["em"]["schedule"], VIEWS)}
 LAPS = config["em"]["laps"]
@@ -161,7 +161,7 @@ def final_outputs():
 
 
 # The MAST source (rules/mast.smk): its settings, and the products table its checkpoint writes.
-from galsep.mast import DEFAULT_CONFIG, merged_config, read_products
+from galsep.sources.mast import DEFAULT_CONFIG, merged_config, read_products
 
 MAST = merged_config(DEFAULT_CONFIG, config.get("mast", {}))
 MAST_PRODUCTS = "resources/mast/products.ecsv"

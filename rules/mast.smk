@@ -27,7 +27,7 @@ checkpoint mast_products:
         match_radius=MAST["match_radius"],
         timeout=MAST["download"]["timeout"],
     shell:
-        "python -m galsep.mast query --output {output} --proposal-ids {params.proposal_ids}"
+        "python -m galsep.sources.mast query --output {output} --proposal-ids {params.proposal_ids}"
         " --filter {params.filter:q} --provenance {params.provenance:q}"
         " --instrument {params.instrument:q} --product {params.product:q}"
         " --exclude {params.exclude:q} --tiles-limit {params.tiles_limit}"
@@ -59,7 +59,7 @@ rule mast_tile:
         backoff=MAST["download"]["backoff"],
         timeout=MAST["download"]["timeout"],
     shell:
-        "python -m galsep.mast download --uri {params.uri:q} --output {output} --size {params.size}"
+        "python -m galsep.sources.mast download --uri {params.uri:q} --output {output} --size {params.size}"
         " --cache-dir {params.cache_dir:q} --retries {params.retries} --backoff {params.backoff}"
         " --timeout {params.timeout} > {log} 2>&1"
 
@@ -96,7 +96,7 @@ rule mast_targets:
         edge_margin=MAST["edge_margin"],
         timeout=MAST["download"]["timeout"],
     shell:
-        "python -m galsep.mast targets --tiles {input.tiles} --output {output}"
+        "python -m galsep.sources.mast targets --tiles {input.tiles} --output {output}"
         " --catalogues {input.catalogues:q} --vizier {params.vizier:q} --id-column {params.id:q}"
         " --ra-column {params.ra:q} --dec-column {params.dec:q} --imaging-column {params.imaging:q}"
         " --imaging-value {params.imaging_value:q} --artifact-column {params.artifact:q}"

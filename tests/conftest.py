@@ -11,7 +11,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from galsep.synthetic.observe import wcs_header
+from galsep.sources.synthetic.observe import wcs_header
 
 
 def make_wcs(shape: tuple[int, int], ra: float = 150.1, dec: float = 2.2, rot_deg: float = 17.0) -> WCS:
@@ -27,7 +27,7 @@ def make_wcs(shape: tuple[int, int], ra: float = 150.1, dec: float = 2.2, rot_de
 
 
 def write_tile(path: Path, sci: np.ndarray, wht: np.ndarray, wcs: WCS) -> Path:
-    """Write a drizzled-tile-like FITS file with the noise keywords galsep.noise needs."""
+    """Write a drizzled-tile-like FITS file with the noise keywords galsep.data.noise needs."""
     primary = fits.PrimaryHDU()
     primary.header.update(
         TELESCOP="HST", INSTRUME="ACS", EXPTIME=2028.0, NCOMBINE=4, MDRIZSKY=50.7,

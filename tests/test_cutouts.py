@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 
-from galsep.cutouts import cubic_weights, make_cutouts, subpixel_cutout
-from galsep.tiles import InputError, read_tile
+from galsep.data.cutouts import cubic_weights, make_cutouts, subpixel_cutout
+from galsep.data.tiles import InputError, read_tile
 
 SIZE = 32
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from galsep.em import Chain, chains, gather_samples, lap_stage, shard_rows
-from galsep.priors import load_checkpoint
+from galsep.inference.em import Chain, chains, gather_samples, lap_stage, shard_rows
+from galsep.inference.priors import load_checkpoint
 
 PARAMS = {
     "seed": 3, "device": "cpu", "diffusion": {"sigma_min": 1e-3, "sigma_max": 2.0},

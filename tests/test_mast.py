@@ -23,9 +23,9 @@ from astropy.table import Table
 from astroquery.mast import discovery_portal
 from astroquery.utils.mocks import MockResponse
 
-from galsep import mast
-from galsep.synthetic.observe import wcs_header
-from galsep.tiles import read_tile
+from galsep.sources import mast
+from galsep.sources.synthetic.observe import wcs_header
+from galsep.data.tiles import read_tile
 
 from conftest import make_wcs
 
@@ -449,9 +449,9 @@ def test_live_download_one_tile(tmp_path):
 
 def test_real_tile_runs_through_cutouts_and_views(tmp_path):
     """A drz-like tile and a Galaxy Zoo CSV go through targets, cutouts and views like synthetic data."""
-    from galsep.cutouts import make_cutouts
-    from galsep.normalise import Stretch
-    from galsep.views import make_view, read_view
+    from galsep.data.cutouts import make_cutouts
+    from galsep.data.normalise import Stretch
+    from galsep.data.views import make_view, read_view
 
     shape = (300, 300)
     tile = _tile(tmp_path / "j8pu01010.fits", shape, 150.1, 2.2, 12.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from galsep.noise import NoiseHeaderError, inverse_variance, noise_parameters
+from galsep.data.noise import NoiseHeaderError, inverse_variance, noise_parameters
 
 HEADER = {
     "EXPTIME": 2028.0, "NCOMBINE": 4, "MDRIZSKY": 50.7, "BUNIT": "ELECTRONS/S",

@@ -18,7 +18,7 @@ import xarray as xr
 import yaml
 from astropy.table import Table
 
-from galsep.normalise import Stretch
+from galsep.data.normalise import Stretch
 from workflow import copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
@@ -105,7 +105,7 @@ def test_em_files_and_metrics(run):
 
 def test_every_method_is_compared_on_the_same_galaxies(run):
     """Each method's shards follow one contract, and the table has a scored row per method."""
-    from galsep.catalogue import gather_draws
+    from galsep.products.catalogue import gather_draws
 
     n = xr.open_zarr(run / "results/catalogue.zarr", consolidated=False).sizes["object"]
     methods = yaml.safe_load((run / TINY).read_text())["compare"]

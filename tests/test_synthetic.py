@@ -13,10 +13,10 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from galsep.noise import inverse_variance, noise_parameters
-from galsep.synthetic import contamination_fractions, make_tile
-from galsep.synthetic import observe, population, render
-from galsep.synthetic.psf import hst_psf
+from galsep.data.noise import inverse_variance, noise_parameters
+from galsep.sources.synthetic import contamination_fractions, make_tile
+from galsep.sources.synthetic import observe, population, render
+from galsep.sources.synthetic.psf import hst_psf
 
 PARAMS = dict(
     tiles=2,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from galsep.normalise import Stretch
-from galsep.operators import DenseOperator, IdentityOperator, PixelOperator, block_project
-from galsep.views import make_view, observe, read_view
+from galsep.data.normalise import Stretch
+from galsep.data.operators import DenseOperator, IdentityOperator, PixelOperator, block_project
+from galsep.data.views import make_view, observe, read_view
 
 
 def test_normalisation_round_trip_and_constants():
@@ -110,7 +110,7 @@ def test_views_from_cutouts(tmp_path):
     ops = m.operators()
     noiseless = sum(op(m.truth[:, k]) for k, op in enumerate(ops))
     # A block-replicated pixel of an f-times downsampled view carries 1/f^2 of the noise variance
-    # that the operator representation assigns to it (galsep.operators): undo that to compare.
+    # that the operator representation assigns to it (galsep.data.operators): undo that to compare.
     z = (m.y - noiseless) / m.variance.sqrt() * m.factor[:, None, None]
     resid = z[m.mask > 0]
     assert 0.8 < resid.std() < 1.2  # the drawn noise in units of its std: ~1000 pixels, ~5 sigma
@@ -118,7 +118,7 @@ def test_views_from_cutouts(tmp_path):
 
 
 def test_bad_downsampling_shares_fail(tmp_path):
-    from galsep.views import draw_factors
+    from galsep.data.views import draw_factors
 
     with pytest.raises(ValueError, match="exceeds 1"):
         draw_factors(5, 0.7, 0.6, 16, np.random.default_rng(0))

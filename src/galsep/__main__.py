@@ -13,21 +13,21 @@ from galsep.cli import add_stage, run
 
 
 def _synthetic_tile(a, p, log) -> None:
-    from galsep.synthetic import make_tile
+    from galsep.sources.synthetic import make_tile
 
     make_tile(a.tile, p["index"], p["synthetic"], p["seed"], a.tile_out, a.truth_out, a.targets_out)
     log.info("simulated %s", a.tile)
 
 
 def _merge_targets(a, p, log) -> None:
-    from galsep.cutouts import merge_targets
+    from galsep.data.cutouts import merge_targets
 
     merge_targets(a.inputs, a.out)
     log.info("merged %d target tables into %s", len(a.inputs), a.out)
 
 
 def _cutouts(a, p, log) -> None:
-    from galsep.cutouts import make_cutouts
+    from galsep.data.cutouts import make_cutouts
 
     make_cutouts(
         a.tiles, a.targets, a.galaxies, a.randoms, truth_paths=a.truth or None, seed=p["seed"], log=log.info,
@@ -36,8 +36,8 @@ def _cutouts(a, p, log) -> None:
 
 
 def _views(a, p, log) -> None:
-    from galsep.normalise import Stretch
-    from galsep.views import make_view
+    from galsep.data.normalise import Stretch
+    from galsep.data.views import make_view
 
     v = p["views"]
     make_view(
@@ -48,31 +48,31 @@ def _views(a, p, log) -> None:
 
 
 def _chain(p):
-    from galsep.em import chains
+    from galsep.inference.em import chains
 
     return {c.name: c for c in chains(p["schedule"], p["views"])}
 
 
 def _prior_gaussian(a, p, log) -> None:
-    from galsep.em import gaussian_stage
+    from galsep.inference.em import gaussian_stage
 
     gaussian_stage(_chain(p)[a.chain], a.views, a.frozen, a.out, a.samples_out, p, log.info)
 
 
 def _prior_lap(a, p, log) -> None:
-    from galsep.em import lap_stage
+    from galsep.inference.em import lap_stage
 
     lap_stage(_chain(p)[a.chain], a.lap, a.previous, a.samples, a.out, p, log.info)
 
 
 def _estep_shard(a, p, log) -> None:
-    from galsep.em import estep_shard
+    from galsep.inference.em import estep_shard
 
     estep_shard(_chain(p)[a.chain], a.lap, a.prior, a.frozen, a.views, a.shard, a.shards, a.out, p, log.info)
 
 
 def _gather_estep(a, p, log) -> None:
-    from galsep.em import gather_samples
+    from galsep.inference.em import gather_samples
 
     gather_samples(_chain(p)[a.chain], a.lap, a.inputs, a.out)
 
@@ -98,37 +98,37 @@ def _weights(method: str, paths: list[str]) -> dict[str, str]:
 
 
 def _catalogue(a, p, log) -> None:
-    from galsep.catalogue import write_catalogue
+    from galsep.products.catalogue import write_catalogue
 
     write_catalogue(a.inputs, a.cutouts, _weights(a.method, a.weights), p["config"], a.out, log.info)
 
 
 def _compare_method(a, p, log) -> None:
-    from galsep.compare import write_method_metrics
+    from galsep.evaluation.compare import write_method_metrics
 
     write_method_metrics(a.method, a.inputs, a.cutouts, a.randoms, p, a.out, log.info)
 
 
 def _compare(a, p, log) -> None:
-    from galsep.compare import write_comparison
+    from galsep.evaluation.compare import write_comparison
 
     write_comparison(a.inputs, p["benchmarks"], a.outdir, log.info)
 
 
 def _evaluate(a, p, log) -> None:
-    from galsep.evaluate import write_metrics
+    from galsep.evaluation.evaluate import write_metrics
 
     write_metrics(a.catalogue, a.randoms, p["views"], a.out, log.info)
 
 
 def _figures(a, p, log) -> None:
-    from galsep.figures import make_figures
+    from galsep.evaluation.figures import make_figures
 
     make_figures(a.catalogue, a.metrics, a.laps, a.samples, a.outdir, log.info)
 
 
 def _publish(a, p, log) -> None:
-    from galsep.publish import publish
+    from galsep.products.publish import publish
 
     publish(a.catalogue, a.metrics, a.outdir, p["config"], log.info)
 

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from galsep.tiles import InputError
+from galsep.data.tiles import InputError
 
 
 def logger(path: str | None = None) -> logging.Logger:

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from galsep.em import Observations, load_observations, sampling_kwargs, shard_rows
+from galsep.inference.em import Observations, load_observations, sampling_kwargs, shard_rows
 from galsep.io import atomic_path
-from galsep.priors import load_checkpoint, prior_of
+from galsep.inference.priors import load_checkpoint, prior_of
 from galsep.seeding import generator, pick_device
 
 SOURCES = ("galaxy", "random")
@@ -118,12 +118,12 @@ def _diffusion_draws(method: str, obs: Observations, prior_paths: Sequence[str],
     shape = tuple(obs.y.shape[1:])
     s = p["settings"]
     if method == "ddprism":
-        from galsep.diffusion.mmps import sample_joint_posterior
+        from galsep.inference.mmps import sample_joint_posterior
 
         return sample_joint_posterior(priors, rep.operators(), rep.y, rep.variance, shape=shape, generator=gen,
                                       progress=p.get("progress", False), **sampling_kwargs(p, s["sampler"]))
     if method == "gibbs":
-        from galsep.diffusion.gibbs import gibbs_sample
+        from galsep.inference.gibbs import gibbs_sample
 
         kw = sampling_kwargs(p, s["sampler"])
         return gibbs_sample(priors, rep.operators(), rep.y, rep.variance, shape=shape, rounds=s["rounds"],

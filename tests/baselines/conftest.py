@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from galsep.operators import PixelOperator
+from galsep.data.operators import PixelOperator
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from galsep.baselines.basis import basis_levels, basis_sample
-from galsep.operators import DenseOperator, PixelOperator
+from galsep.data.operators import DenseOperator, PixelOperator
 
 from diffusion.conftest import GaussianDenoiser
 from diffusion.conftest import random_gaussian as _random_gaussian

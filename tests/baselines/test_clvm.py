@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from galsep.baselines.clvm import CLVMVAE, CLVMLinear, fit_clvm_linear, fit_clvm_vae
-from galsep.operators import DenseOperator, PixelOperator
+from galsep.data.operators import DenseOperator, PixelOperator
 
 from .conftest import contrastive_toy, masked_mse
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from galsep.baselines.pcpca import PCPCA, fit_pcpca, pseudo_inverse
-from galsep.operators import DenseOperator, PixelOperator
+from galsep.data.operators import DenseOperator, PixelOperator
 
 from .conftest import contrastive_toy, masked_mse
 

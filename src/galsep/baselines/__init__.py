@@ -4,9 +4,9 @@ Every method works on a batch of observations of K additive sources,
 
     y_i = sum_k A_ik x_ik + n_i,   n_i ~ N(0, diag(variance_i)),
 
-given as ``y`` (N, *Sy), ``operators`` (K operators from :mod:`galsep.operators`, each mapping
+given as ``y`` (N, *Sy), ``operators`` (K operators from :mod:`galsep.data.operators`, each mapping
 (N, *S) -> (N, *Sy), with a zero coefficient or matrix where source k is absent from a view) and
-``variance`` (N, *Sy) - the same arguments as :func:`galsep.diffusion.mmps.sample_joint_posterior`.
+``variance`` (N, *Sy) - the same arguments as :func:`galsep.inference.mmps.sample_joint_posterior`.
 Images (PixelOperator) and vectors (DenseOperator) are both supported unless a module says otherwise.
 
 Modules:

@@ -40,9 +40,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from galsep.diffusion.mmps import Denoiser, Operator
-from galsep.diffusion.samplers import _progress, langevin_step
-from galsep.diffusion.schedule import VESchedule
+from galsep.inference.mmps import Denoiser, Operator
+from galsep.inference.samplers import _progress, langevin_step
+from galsep.inference.schedule import VESchedule
 
 __all__ = ["basis_sample", "basis_levels"]
 

@@ -21,9 +21,9 @@ from torch import Tensor, nn
 from galsep.baselines.pcpca import (check_shapes, fill_factors, latent_posterior, loadings,
                                     lowrank_log_likelihood, maximise, observed, precision, pseudo_inverse,
                                     standard_normal)
-from galsep.diffusion.gaussian import fit_ppca
-from galsep.diffusion.mmps import Operator
-from galsep.diffusion.training import batches
+from galsep.inference.gaussian import fit_ppca
+from galsep.inference.mmps import Operator
+from galsep.inference.training import batches
 
 __all__ = ["CLVMLinear", "CLVMVAE", "fit_clvm_linear", "fit_clvm_vae", "initial_sources", "mlp"]
 

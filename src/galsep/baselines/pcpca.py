@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from galsep.diffusion.mmps import Operator
-from galsep.diffusion.training import batches, lr_factor
-from galsep.operators import DenseOperator, PixelOperator
+from galsep.inference.mmps import Operator
+from galsep.inference.training import batches, lr_factor
+from galsep.data.operators import DenseOperator, PixelOperator
 
 __all__ = ["PCPCA", "fit_pcpca", "observed", "pseudo_inverse", "loadings", "latent_posterior",
            "lowrank_log_likelihood", "precision", "fill_factors", "standard_normal", "check_shapes"]

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from galsep.io import atomic_path
 from galsep.manifold.settings import Dataset
-from galsep.operators import DenseOperator
+from galsep.data.operators import DenseOperator
 from galsep.seeding import generator
 
 GRID = 100_001  # points of z on which a manifold's range is measured

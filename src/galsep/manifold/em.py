@@ -2,14 +2,14 @@
 
 A stage (settings.Dataset.stage_views) learns the priors of its trained sources from its views with
 the other sources frozen at the previous stage:
-  1. Gaussian start: ``gaussian.laps`` laps of :func:`~galsep.diffusion.gaussian.gaussian_em` (joint
+  1. Gaussian start: ``gaussian.laps`` laps of :func:`~galsep.inference.gaussian.gaussian_em` (joint
      MMPS E-step, PPCA M-step; exact posterior sampling for Gaussian priors), then one E-step under the
      final Gaussian priors, as the DDPRISM code does;
   2. diffusion laps: per lap, train each trained source's MLP denoiser on the current samples
-     (:func:`~galsep.diffusion.training.train_denoiser`; weights continue, optimiser and LR schedule
+     (:func:`~galsep.inference.training.train_denoiser`; weights continue, optimiser and LR schedule
      restart) then an E-step with every source's prior: joint MMPS
-     (:func:`~galsep.diffusion.mmps.sample_joint_posterior`, method ``ddprism``) or Gibbs
-     (:func:`~galsep.diffusion.gibbs.gibbs_sample` from the previous lap's samples, method ``gibbs``).
+     (:func:`~galsep.inference.mmps.sample_joint_posterior`, method ``ddprism``) or Gibbs
+     (:func:`~galsep.inference.gibbs.gibbs_sample` from the previous lap's samples, method ``gibbs``).
 Method ``gaussian`` stops after step 1 (a sanity floor). The last E-step's samples are the posterior
 the table judges. Every draw is seeded from (seed, dataset, method, stage, phase, lap, source).
 """
@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from galsep.diffusion.gaussian import LowRankGaussian, gaussian_em
-from galsep.diffusion.gibbs import gibbs_sample
-from galsep.diffusion.mmps import sample_joint_posterior
-from galsep.diffusion.schedule import VESchedule
-from galsep.diffusion.training import train_denoiser
+from galsep.inference.gaussian import LowRankGaussian, gaussian_em
+from galsep.inference.gibbs import gibbs_sample
+from galsep.inference.mmps import sample_joint_posterior
+from galsep.inference.schedule import VESchedule
+from galsep.inference.training import train_denoiser
 from galsep.manifold.data import Observations, observations
 from galsep.manifold.models import build_denoiser, denoiser, diffusion_entry, gaussian_entry
 from galsep.manifold.settings import Dataset

@@ -8,7 +8,7 @@
   uses POT and debiases with the two halves of each set; geomloss debiases with the whole sets, so
   S(a, a) = 0 here and the two agree up to that finite-sample offset.
 - PQMass p-value (``pqm.pqm_pvalue``, default settings, ``tessellations`` re-tessellations, mean p-value).
-  Both through galsep.twosample.
+  Both through galsep.evaluation.twosample.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from galsep import twosample
+from galsep.evaluation import twosample
 
 
 def psnr(truth: Tensor, estimate: Tensor, spread: float = 4.0) -> float:

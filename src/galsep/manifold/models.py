@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from galsep.diffusion.denoiser import EDMDenoiser
-from galsep.diffusion.gaussian import LowRankGaussian
-from galsep.diffusion.nets import MLP
-from galsep.diffusion.samplers import pc_sample
-from galsep.diffusion.schedule import VESchedule
-from galsep.priors import Clamped
+from galsep.inference.denoiser import EDMDenoiser
+from galsep.inference.gaussian import LowRankGaussian
+from galsep.inference.nets import MLP
+from galsep.inference.samplers import pc_sample
+from galsep.inference.schedule import VESchedule
+from galsep.inference.priors import Clamped
 
 
 def build_denoiser(network: Mapping[str, Any], features: int) -> EDMDenoiser:

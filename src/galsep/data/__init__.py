@@ -1,0 +1,2 @@
+"""From tiles to what the inference reads: cutouts, the ACS noise model, normalisation, observation
+operators and the views (stacked observations with their operators)."""

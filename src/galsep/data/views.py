@@ -1,0 +1,167 @@
+"""Views: normalised observations with their noise and per-sample observation operators.
+
+A view file holds, for N observations of K sources on an H x W grid:
+    y         (N, H, W)    normalised observation (0 where unobserved; block-replicated if downsampled)
+    variance  (N, H, W)    per-pixel noise variance of y, in the representation galsep.data.operators uses
+    mask      (N, H, W)    1 where observed
+    factor    (N,)         block-downsampling factor of each observation (1, 2 or 4)
+    coef      (N, K)       scale of each source in each observation (0: source absent)
+    index     (N,)         row in the cutout file it came from
+    object_id (N,)
+    truth     (N, K, H, W) normalised truth of each source (synthetic data only)
+attrs: sources (names, in the order of K), view name, normalisation constants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from galsep.io import atomic_path
+from galsep.data.normalise import Stretch
+from galsep.data.operators import PixelOperator, block_project
+
+SOURCES = ("galaxy", "random")
+CONTRASTIVE = {"randoms": (0.0, 1.0), "galaxies": (1.0, 1.0)}
+
+
+@dataclass
+class View:
+    """A view loaded for the posterior code; tensors as in the module docstring."""
+
+    name: str
+    sources: tuple[str, ...]
+    y: torch.Tensor
+    variance: torch.Tensor
+    mask: torch.Tensor
+    factor: torch.Tensor
+    coef: torch.Tensor
+    object_id: np.ndarray
+    truth: torch.Tensor | None = None
+
+    def operators(self, idx: slice | torch.Tensor = slice(None)) -> list[PixelOperator]:
+        """One batched operator per source for the rows ``idx``."""
+        return [PixelOperator(self.mask[idx], self.factor[idx], self.coef[idx, k]) for k in range(len(self.sources))]
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+
+def read_view(path: str | Path) -> View:
+    """Load a view file written by :func:`make_view` as float32 tensors."""
+    with h5py.File(path, "r") as f:
+        t = lambda k: torch.from_numpy(f[k][...].astype(np.float32))  # noqa: E731
+        return View(
+            name=str(f.attrs["view"]),
+            sources=tuple(str(s) for s in f.attrs["sources"]),
+            y=t("y"),
+            variance=t("variance"),
+            mask=t("mask"),
+            factor=torch.from_numpy(f["factor"][...].astype(np.int64)),
+            coef=t("coef"),
+            object_id=f["object_id"][...],
+            truth=t("truth") if "truth" in f else None,
+        )
+
+
+def observe(
+    clean: np.ndarray, variance: np.ndarray, mask: np.ndarray, factor: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply masks and downsampling to normalised images (N, H, W).
+
+    A low-resolution pixel is observed only if all its full-resolution pixels are; its variance in
+    the block-replicated representation is the block mean of the variances (see galsep.data.operators).
+    Unobserved pixels get y = 0 and variance 1 (any finite value: A zeroes them).
+    """
+    f = torch.from_numpy(factor.astype(np.int64))
+    m = torch.from_numpy(mask.astype(np.float32))
+    m = (block_project(m, f) > 1 - 1e-6).float()
+    y = block_project(torch.from_numpy(np.where(mask > 0, clean, 0).astype(np.float32)), f) * m
+    var = block_project(torch.from_numpy(np.where(mask > 0, variance, 1).astype(np.float32)), f)
+    var = torch.where(m > 0, var, torch.ones_like(var))
+    return y.numpy(), var.numpy(), m.numpy().astype(np.uint8)
+
+
+def draw_factors(n: int, share_2x: float, share_4x: float, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Downsampling factor per observation: 2 and 4 with the given shares, 1 otherwise."""
+    if share_2x + share_4x > 1:
+        raise ValueError(f"downsample_2x + downsample_4x = {share_2x + share_4x} exceeds 1")
+    for f, share in ((2, share_2x), (4, share_4x)):
+        if share > 0 and size % f:
+            raise ValueError(f"cutout size {size} is not divisible by {f}, needed by downsample_{f}x")
+    return rng.choice([1, 2, 4], size=n, p=[1 - share_2x - share_4x, share_2x, share_4x])
+
+
+def make_view(
+    view: str,
+    cutout_paths: dict[str, str | Path],
+    out: str | Path,
+    *,
+    stretch: Stretch,
+    downsample_2x: float,
+    downsample_4x: float,
+    mixed_fraction: float,
+    seed: int,
+    log: Callable[[str], None] = print,
+) -> int:
+    """Build one view from the cutout files and write it atomically; returns its row count.
+
+    ``view`` is ``randoms`` or ``galaxies`` (contrastive: the cutouts as observed), or
+    ``mixed_galaxy`` / ``mixed_random`` (synthetic only: the normalised truths added in normalised
+    space, ``y = x_a + f x_b`` plus noise of the cutouts' variance, galaxies paired with random
+    cutouts; the two mixed views use disjoint halves of the pairs).
+    """
+    rng = np.random.default_rng([seed, sum(map(ord, view))])
+    if view in CONTRASTIVE:
+        with h5py.File(cutout_paths[view], "r") as f:
+            flux, ivar, mask = f["flux"][...], f["ivar"][...], f["mask"][...]
+            ids, index = f["object_id"][...], np.arange(len(f["object_id"]))
+            truth = (
+                np.stack([stretch.forward(f["truth_galaxy"][...]), stretch.forward(f["truth_random"][...])], 1)
+                if "truth_galaxy" in f
+                else None
+            )
+        clean = np.where(mask > 0, stretch.forward(np.nan_to_num(flux)), 0.0)
+        coef = np.tile(np.array(CONTRASTIVE[view], np.float32), (len(ids), 1))
+    elif view in ("mixed_galaxy", "mixed_random"):
+        with h5py.File(cutout_paths["galaxies"], "r") as g, h5py.File(cutout_paths["randoms"], "r") as r:
+            if "truth_galaxy" not in g:
+                raise ValueError("mixed views need synthetic data with truth (source: synthetic)")
+            n = min(len(g["object_id"]), len(r["object_id"]))
+            half = slice(0, n // 2) if view == "mixed_galaxy" else slice(n // 2, 2 * (n // 2))
+            index = np.arange(n)[half]
+            xg = stretch.forward(g["truth_galaxy"][half])
+            xr = stretch.forward(r["truth_random"][half])
+            ivar = np.minimum(g["ivar"][half], r["ivar"][half])
+            mask = g["mask"][half] * r["mask"][half]
+            ids = g["object_id"][half]
+        fm = mixed_fraction
+        coef = np.tile(np.array([1.0, fm] if view == "mixed_galaxy" else [fm, 1.0], np.float32), (len(ids), 1))
+        truth = np.stack([xg, xr], 1)
+        var = stretch.variance(ivar)
+        clean = coef[:, 0, None, None] * xg + coef[:, 1, None, None] * xr + rng.normal(size=xg.shape) * np.sqrt(var)
+    else:
+        raise ValueError(f"unknown view {view!r}; expected randoms, galaxies, mixed_galaxy or mixed_random")
+
+    variance = stretch.variance(ivar)
+    factor = draw_factors(len(ids), downsample_2x, downsample_4x, clean.shape[-1], rng)
+    y, variance, mask = observe(clean, variance, mask, factor)
+    if not np.isfinite(y).all() or not np.isfinite(variance).all():
+        raise ValueError(f"view {view}: non-finite values after normalisation")
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        for key, arr in (("y", y), ("variance", variance), ("mask", mask)):
+            f.create_dataset(key, data=arr, compression="gzip", compression_opts=1)
+        f["factor"], f["coef"], f["index"], f["object_id"] = factor, coef, index, ids
+        if truth is not None:
+            f.create_dataset("truth", data=truth.astype(np.float32), compression="gzip", compression_opts=1)
+        f.attrs["view"] = view
+        f.attrs["sources"] = list(SOURCES)
+        for k, v in vars(stretch).items():
+            f.attrs[k] = v
+    log(f"view {view}: {len(ids)} observations, factors {np.bincount(factor, minlength=5)[[1, 2, 4]].tolist()}")
+    return len(ids)

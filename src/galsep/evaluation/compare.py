@@ -1,0 +1,151 @@
+"""Every method side by side on the same views: quality against the synthetic truth, cost.
+
+Per method (``results/compare/{method}.json``): the galaxy PSNR of its mean and of a single draw and
+the flux residual (as :mod:`galsep.evaluation.evaluate` computes them for the catalogue), and two distribution
+scores of its single draws against the true galaxies in the normalised space: the PQMass p-value
+(``pqm``; large is good, about uniform on [0, 1] when the draws and the truths are alike) and the
+Sinkhorn divergence (``geomloss``; small is good). Unobserved pixels are zero in both sets.
+The table (``results/compare/table.{json,md}``, ``compare.png``) adds each method's wall time and
+peak memory from Snakemake's benchmark files: "fit" is the training the method needs (for the
+diffusion methods, the EM of the priors they share) and "separate" the sampling of every galaxy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from galsep.products.catalogue import build_dataset, gather_draws
+from galsep.evaluation.evaluate import evaluate_dataset, median_random
+from galsep.io import atomic_path
+from galsep.data.normalise import Stretch
+from galsep.seeding import derive_seed
+from galsep.evaluation.twosample import pqmass_pvalues
+from galsep.evaluation.twosample import sinkhorn as twosample_sinkhorn
+
+Log = Callable[[str], None]
+
+
+def pqmass_pvalue(draws: np.ndarray, truth: np.ndarray, seed: int, num_refs: int = 100, repeats: int = 10) -> float:
+    """Median PQMass p-value over ``repeats`` tessellations; draws (N, D), truth (M, D)."""
+    refs = max(2, min(num_refs, (len(draws) + len(truth)) // 4))
+    return float(np.median(pqmass_pvalues(draws, truth, seed=seed, tessellations=repeats, num_refs=refs)))
+
+
+def sinkhorn(draws: np.ndarray, truth: np.ndarray, blur: float = 0.05) -> float:
+    """Debiased Sinkhorn divergence (p = 2) between two point clouds, (N, D) and (M, D)."""
+    # scaling 0.5 is geomloss's default
+    return twosample_sinkhorn(torch.as_tensor(draws), torch.as_tensor(truth), blur=blur, scaling=0.5)
+
+
+def method_metrics(method: str, shard_paths: Sequence[str], cutouts: str, randoms: str,
+                   p: Mapping[str, Any]) -> dict[str, Any]:
+    """Metrics of one method's separation shards (see the module docstring)."""
+    draws, sources, made_by = gather_draws(shard_paths)
+    if made_by != method:
+        raise ValueError(f"the shards were made by {made_by!r}, not {method!r}")
+    stretch = Stretch.from_config(p["views"])
+    ds = build_dataset(draws, sources, cutouts, stretch, {})
+    metrics = evaluate_dataset(ds, median_random(randoms), stretch, method)
+    mask = ds["mask"].values.astype(bool)
+    flat = lambda a: np.where(mask, stretch.forward(np.nan_to_num(a)), 0.0).reshape(len(a), -1)  # noqa: E731
+    draw, truth = flat(ds["galaxy"].values[:, 0]), flat(ds["truth_galaxy"].values)
+    metrics["pqmass_p"] = pqmass_pvalue(draw, truth, derive_seed(p["seed"], "pqmass", method))
+    metrics["sinkhorn"] = sinkhorn(draw, truth)
+    return metrics
+
+
+def write_method_metrics(method: str, shard_paths: Sequence[str], cutouts: str, randoms: str,
+                         p: Mapping[str, Any], out: str, log: Log = print) -> dict[str, Any]:
+    metrics = method_metrics(method, shard_paths, cutouts, randoms, p)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    m = metrics["methods"]
+    log(f"{method}: galaxy PSNR mean {m[method + '_mean']['galaxy_psnr']['mean']:.2f} dB, draw"
+        f" {m[method + '_draw']['galaxy_psnr']['mean']:.2f} dB, PQMass p {metrics['pqmass_p']:.3g},"
+        f" Sinkhorn {metrics['sinkhorn']:.4g}")
+    return metrics
+
+
+def read_benchmarks(paths: Sequence[str]) -> dict[str, float]:
+    """Summed wall seconds and the peak RSS [MB] over Snakemake benchmark files (missing ones: NaN)."""
+    seconds, rss = 0.0, 0.0
+    for path in paths:
+        if not Path(path).exists():
+            return {"seconds": math.nan, "peak_rss_mb": math.nan}
+        with open(path) as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        # a benchmark file holds one row per repeat: the last one is the latest run
+        seconds += float(rows[-1]["s"])
+        rss = max(rss, float(rows[-1]["max_rss"]) if rows[-1]["max_rss"] not in ("", "-", "NA") else math.nan)
+    return {"seconds": seconds, "peak_rss_mb": rss}
+
+
+def comparison(metric_paths: Sequence[str], benchmarks: Mapping[str, Mapping[str, Sequence[str]]]) -> dict[str, Any]:
+    """The table: one row per method, then the two trivial baselines (identical for every method)."""
+    rows, trivial = [], {}
+    for path in metric_paths:
+        m = json.loads(Path(path).read_text())
+        name = m["method"]
+        mean, draw = m["methods"][f"{name}_mean"], m["methods"][f"{name}_draw"]
+        fit, sep = (read_benchmarks(benchmarks.get(name, {}).get(k, [])) for k in ("fit", "separate"))
+        rows.append({
+            "method": name,
+            "galaxy_psnr_mean_db": mean["galaxy_psnr"]["mean"],
+            "galaxy_psnr_draw_db": draw["galaxy_psnr"]["mean"],
+            "random_psnr_mean_db": mean["random_psnr"]["mean"],
+            "flux_residual_median_pct": mean["galaxy_flux_residual_pct"]["median"],
+            "flux_residual_spread_pct": mean["galaxy_flux_residual_pct"]["spread"],
+            "pqmass_p": m["pqmass_p"],
+            "sinkhorn": m["sinkhorn"],
+            "draws": m["draws"],
+            "fit_s": fit["seconds"],
+            "separate_s": sep["seconds"],
+            "peak_rss_mb": np.nanmax([fit["peak_rss_mb"], sep["peak_rss_mb"], -1.0]).item(),
+        })
+        trivial = {k: m["methods"][k] for k in ("observation", "minus_median_random")}
+    for name, t in trivial.items():
+        rows.append({"method": name, "galaxy_psnr_mean_db": t["galaxy_psnr"]["mean"],
+                     "galaxy_psnr_draw_db": t["galaxy_psnr"]["mean"], "random_psnr_mean_db": t["random_psnr"]["mean"],
+                     "flux_residual_median_pct": t["galaxy_flux_residual_pct"]["median"],
+                     "flux_residual_spread_pct": t["galaxy_flux_residual_pct"]["spread"]})
+    return {"rows": rows, "psnr_range": json.loads(Path(metric_paths[0]).read_text())["psnr_range"]}
+
+
+def markdown(table: Mapping[str, Any]) -> str:
+    """The table in Markdown, for the note, the README and the report."""
+    cols = [("method", "method", "{}"), ("galaxy PSNR, mean [dB]", "galaxy_psnr_mean_db", "{:.2f}"),
+            ("galaxy PSNR, draw [dB]", "galaxy_psnr_draw_db", "{:.2f}"),
+            ("flux residual [%]", "flux_residual_median_pct", "{:+.1f}"),
+            ("+-", "flux_residual_spread_pct", "{:.1f}"), ("PQMass p", "pqmass_p", "{:.3g}"),
+            ("Sinkhorn", "sinkhorn", "{:.4g}"), ("fit [s]", "fit_s", "{:.0f}"), ("separate [s]", "separate_s", "{:.0f}"),
+            ("peak RSS [MB]", "peak_rss_mb", "{:.0f}")]
+    lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for row in table["rows"]:
+        cells = [fmt.format(row[key]) if key in row and row[key] == row[key] else "-" for _, key, fmt in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(metric_paths: Sequence[str], benchmarks: Mapping[str, Mapping[str, Sequence[str]]],
+                     outdir: str, log: Log = print) -> dict[str, Any]:
+    """table.json, table.md and compare.png in ``outdir``."""
+    from galsep.evaluation.figures import comparison_bars
+
+    out = Path(outdir)
+    table = comparison(metric_paths, benchmarks)
+    with atomic_path(out / "table.json") as tmp:
+        tmp.write_text(json.dumps(table, indent=2) + "\n")
+    text = markdown(table)
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(text)
+    comparison_bars(table, out / "compare.png")
+    log("\n" + text)
+    return table

@@ -1,0 +1,4 @@
+"""Where tiles come from: the synthetic COSMOS field (``synthetic``) or HST/ACS tiles from MAST (``mast``).
+
+Every source writes the same contract: tiles (SCI/WHT with WCS) and a target table (id, ra, dec, tile).
+"""

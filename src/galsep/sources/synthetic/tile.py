@@ -1,0 +1,259 @@
+"""One synthetic COSMOS tile: the drizzled FITS image, its ground truth and its target catalogue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import astropy.units as u
+import galsim
+import h5py
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from galsep.io import atomic_path
+from galsep.data.noise import inverse_variance, noise_parameters
+from galsep.sources.synthetic import observe, population, render
+from galsep.sources.synthetic.psf import hst_psf
+
+DEFAULT_STAR_MAG_RANGE = (17.0, 25.0)
+TARGET_HLR_RANGE = (0.06, 1.5)  # clip of disk half-light radii [arcsec]
+INTERLOPER_HLR_RANGE = (0.03, 1.0)
+OUTSIDE = 16  # pixels beyond the tile edge where interlopers and stars may sit and shine in
+
+
+@dataclass
+class Rendered:
+    """Light of a tile by component, each (H, W) float32 [e-/s], and the targets' own stamps."""
+
+    targets: np.ndarray
+    interlopers: np.ndarray
+    stars: np.ndarray
+    cosmic_rays: np.ndarray
+    hot_pixels: np.ndarray
+    stamps: list[tuple[np.ndarray, int, int]]  # (stamp, x0, y0) as added to the tile
+
+    def noiseless(self) -> np.ndarray:
+        """(H, W) float32 sum of all components, added in float64."""
+        parts = (self.targets, self.interlopers, self.stars, self.cosmic_rays, self.hot_pixels)
+        return np.sum([p.astype(np.float64) for p in parts], axis=0).astype(np.float32)
+
+
+def _draw_galaxies(
+    gals: population.Galaxies, psf: galsim.GSObject, shape: tuple[int, int], scale: float
+) -> tuple[np.ndarray, list[tuple[np.ndarray, int, int]]]:
+    canvas = np.zeros(shape, dtype=np.float64)
+    stamps = []
+    for i in range(len(gals)):
+        profile = galsim.Convolve(render.galaxy_profile(gals, i), psf)
+        stamp, x0, y0 = render.draw(
+            profile, gals.x[i], gals.y[i], render.galaxy_half_size(gals, i, scale), scale
+        )
+        stamps.append(render.paste(canvas, stamp, x0, y0))
+    return canvas.astype(np.float32), stamps
+
+
+def _draw_stars(
+    st: population.Stars, psf: galsim.GSObject, shape: tuple[int, int], scale: float
+) -> np.ndarray:
+    canvas = np.zeros(shape, dtype=np.float64)
+    for x, y, flux in zip(st.x, st.y, st.flux):
+        render.paste(
+            canvas, *render.draw(psf.withFlux(float(flux)), x, y, render.star_half_size(flux), scale)
+        )
+    return canvas.astype(np.float32)
+
+
+def centroid(stamp: np.ndarray, x0: int, y0: int) -> tuple[float, float]:
+    """Flux-weighted centroid (x, y) [tile pixels] of a stamp whose [0, 0] sits at tile pixel (x0, y0)."""
+    w = stamp.astype(np.float64)
+    yy, xx = np.mgrid[: w.shape[0], : w.shape[1]]
+    return x0 + float((w * xx).sum() / w.sum()), y0 + float((w * yy).sum() / w.sum())
+
+
+def _sky_position_angle(wcs: WCS, beta: np.ndarray) -> np.ndarray:
+    """Position angle [deg, east of north, in [0, 180)] of major axes at ``beta`` from the +x pixel axis."""
+    xi, eta = wcs.wcs.cd @ np.stack([np.cos(beta), np.sin(beta)])  # xi grows to the east
+    return np.degrees(np.arctan2(xi, eta)) % 180.0
+
+
+def make_tile(
+    tile: str,
+    index: int,
+    params: dict,
+    seed: int,
+    tile_path: str | Path,
+    truth_path: str | Path,
+    targets_path: str | Path,
+) -> None:
+    """Simulate tile ``tile`` (number ``index``) of the synthetic COSMOS field and write its three files.
+
+    Args:
+        params: the ``synthetic`` config plus ``pixel_scale`` [arcsec] and ``cutout_size`` [pixels].
+        seed: seed of the field; tile ``index`` draws from the stream of (seed, index), so one seed for
+            all tiles gives independent tiles, and the same (seed, index) gives the same files.
+        tile_path: FITS tile with SCI [e-/s] and WHT [s] extensions, like an ACS/WFC F814W drz.
+        truth_path: HDF5 with ``noiseless`` and ``noise`` (H, W), ``components/*`` (H, W) and
+            ``targets/{object_id}`` stamps (attrs x0, y0: tile pixel of the stamp's [0, 0]).
+        targets_path: ECSV catalogue of the targets.
+    """
+    n = int(params["tile_size"])
+    shape = (n, n)
+    scale = float(params.get("pixel_scale", 0.05))
+    cutout = int(params.get("cutout_size", 64))
+    edge = int(params["edge_width"])
+    n_targets = int(params["targets_per_tile"])
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+
+    wcs = observe.tile_wcs(index, shape, float(params["ra"]), float(params["dec"]), scale, rng)
+    wht = observe.exposure_map(
+        shape, float(params["exposure_time"]), int(params["ncombine"]), edge, scale, rng
+    )
+    covered = wht > 0
+    header = observe.primary_header(tile, index, seed, params)
+    zp = observe.ab_zeropoint()
+    psf = hst_psf(float(params["psf_fwhm"]))
+
+    margin = edge + cutout / 4
+    if n - 1 - 2 * margin <= 0:
+        raise ValueError(f"tile_size {n} leaves no room for targets {margin} pixels from the edges")
+    inside = (margin, n - 1 - margin, margin, n - 1 - margin)
+    around = (-OUTSIDE, n - 1 + OUTSIDE, -OUTSIDE, n - 1 + OUTSIDE)
+    targets = population.galaxies(
+        rng,
+        n_targets,
+        tuple(params["target_mag_range"]),
+        population.TARGET_COUNT_SLOPE,
+        zp,
+        inside,
+        TARGET_HLR_RANGE,
+    )
+    interlopers = population.galaxies(
+        rng,
+        int(rng.poisson(float(params["interloper_density"]) * n_targets)),
+        tuple(params["interloper_mag_range"]),
+        population.INTERLOPER_COUNT_SLOPE,
+        zp,
+        around,
+        INTERLOPER_HLR_RANGE,
+    )
+    stars = population.stars(
+        rng,
+        int(rng.poisson(float(params["star_rate"]) * n_targets)),
+        tuple(params.get("star_mag_range", DEFAULT_STAR_MAG_RANGE)),
+        zp,
+        around,
+    )
+    rays = population.cosmic_rays(
+        rng, int(rng.poisson(float(params["cosmic_ray_rate"]) * covered.sum() / 64**2)), covered
+    )
+    hot = population.hot_pixels(rng, float(params["hot_pixel_rate"]), covered)
+
+    target_img, stamps = _draw_galaxies(targets, psf, shape, scale)
+    light = Rendered(
+        targets=target_img,
+        interlopers=_draw_galaxies(interlopers, psf, shape, scale)[0],
+        stars=_draw_stars(stars, psf, shape, scale),
+        cosmic_rays=render.cosmic_ray_image(rays, shape).astype(np.float32),
+        hot_pixels=hot.astype(np.float32),
+        stamps=stamps,
+    )
+    noiseless = light.noiseless()
+    # the noise the header's model describes, so that cutouts' inverse variance is exact
+    ivar = inverse_variance(wht, **noise_parameters(header))
+    z = rng.standard_normal(shape)
+    noise = np.where(covered, z / np.sqrt(np.where(covered, ivar, 1.0)), 0.0).astype(np.float32)
+    sci = np.where(covered, noiseless + noise, np.float32(0.0)).astype(np.float32)
+
+    ids = index * 1_000_000 + 1 + np.arange(n_targets, dtype=np.int64)
+    centres = np.array([centroid(*s) for s in stamps]).reshape(-1, 2)
+    ra, dec = wcs.wcs_pix2world(centres[:, 0], centres[:, 1], 0)
+
+    _write_fits(tile_path, header, wcs, sci, wht)
+    _write_truth(truth_path, noiseless, noise, light, ids, zp, scale)
+    _write_targets(
+        targets_path,
+        tile,
+        ids,
+        ra,
+        dec,
+        targets,
+        render.composite_half_light_radius(targets),
+        _sky_position_angle(wcs, targets.beta),
+        zp,
+    )
+
+
+def _write_fits(path: str | Path, primary: fits.Header, wcs: WCS, sci: np.ndarray, wht: np.ndarray) -> None:
+    sci_header = observe.wcs_header(wcs)
+    sci_header["BUNIT"] = ("ELECTRONS/S", "brightness units")
+    for key in ("MDRIZSKY", "PHOTFLAM", "PHOTZPT", "PHOTPLAM"):
+        sci_header[key] = (primary[key], primary.comments[key])
+    wht_header = observe.wcs_header(wcs)
+    wht_header["BUNIT"] = ("UNITLESS", "exposure time per pixel [s], final_wht_type=EXP")
+    hdul = fits.HDUList(
+        [
+            fits.PrimaryHDU(header=primary),
+            fits.ImageHDU(sci, header=sci_header, name="SCI"),
+            fits.ImageHDU(wht, header=wht_header, name="WHT"),
+        ]
+    )
+    with atomic_path(path) as tmp:
+        hdul.writeto(tmp, output_verify="exception")
+
+
+def _write_truth(
+    path: str | Path,
+    noiseless: np.ndarray,
+    noise: np.ndarray,
+    light: Rendered,
+    ids: np.ndarray,
+    zp: float,
+    scale: float,
+) -> None:
+    packed = dict(compression="gzip", compression_opts=4, shuffle=True)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(units="e-/s", zeropoint_ab=zp, pixel_scale=scale)
+        f.create_dataset("noiseless", data=noiseless)
+        f.create_dataset("noise", data=noise)
+        comps = f.create_group("components")
+        comps.attrs["description"] = "noiseless = targets + interlopers + stars + cosmic_rays + hot_pixels"
+        for name in ("targets", "interlopers", "stars", "cosmic_rays", "hot_pixels"):
+            comps.create_dataset(name, data=getattr(light, name), **packed)
+        group = f.create_group("targets")
+        for oid, (stamp, x0, y0) in zip(ids, light.stamps):
+            d = group.create_dataset(str(int(oid)), data=stamp, **packed)
+            d.attrs.update(x0=int(x0), y0=int(y0))
+
+
+def _write_targets(
+    path: str | Path,
+    tile: str,
+    ids: np.ndarray,
+    ra: np.ndarray,
+    dec: np.ndarray,
+    gals: population.Galaxies,
+    hlr: np.ndarray,
+    pa: np.ndarray,
+    zp: float,
+) -> None:
+    t = Table(meta={"source": "galsep synthetic COSMOS field", "zeropoint_ab": zp})
+    t["object_id"] = ids.astype(np.int64)
+    t["ra"] = np.asarray(ra, dtype=np.float64) * u.deg
+    t["dec"] = np.asarray(dec, dtype=np.float64) * u.deg
+    t["tile"] = np.array([tile] * len(ids), dtype=str)
+    t["mag"] = gals.mag * u.mag
+    t["mag"].description = "F814W AB magnitude"
+    t["flux"] = gals.flux * (u.electron / u.s)
+    t["half_light_radius"] = hlr * u.arcsec
+    t["half_light_radius"].description = "circularised half-light radius of bulge + disk, before the PSF"
+    t["ellipticity"] = 1 - gals.q
+    t["ellipticity"].description = "1 - b/a"
+    t["position_angle"] = pa * u.deg
+    t["position_angle"].description = "major axis, east of north"
+    t["bulge_fraction"] = gals.bulge_fraction
+    t["bulge_fraction"].description = "bulge share of the flux (B/T)"
+    with atomic_path(path) as tmp:
+        t.write(tmp, format="ascii.ecsv")
