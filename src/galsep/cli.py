@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from galsep.data.tiles import InputError
+from galsep.errors import InputError
 
 
 def logger(path: str | None = None) -> logging.Logger:

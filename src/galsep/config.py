@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-
-class ConfigError(ValueError):
-    """A config value is impossible; the message names the key."""
+from galsep.errors import ConfigError
 
 
 def check(config: Mapping) -> None:

@@ -12,12 +12,9 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from galsep.data.noise import inverse_variance, noise_parameters
+from galsep.errors import InputError
 
 REQUIRED_TARGET_COLUMNS = ("object_id", "ra", "dec", "tile")
-
-
-class InputError(ValueError):
-    """Input data that the workflow cannot use; the message says what and how to fix it."""
 
 
 @dataclass

@@ -1,0 +1,21 @@
+"""The project's errors: what a user can fix (bad input, impossible config) as opposed to bugs.
+
+The stage command line turns these into one-line messages; any other exception is a programming
+error and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "GalsepError", "InputError"]
+
+
+class GalsepError(Exception):
+    """Base of the errors a user can act on; the message says what is wrong and how to fix it."""
+
+
+class InputError(GalsepError, ValueError):
+    """Input data that the workflow cannot use (a file, a table, a tile, a checkpoint)."""
+
+
+class ConfigError(GalsepError, ValueError):
+    """A config value is impossible; the message names the key."""
