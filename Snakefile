@@ -3,7 +3,7 @@
 from snakemake.utils import min_version, validate
 
 from galsep.config import check
-from galsep.separation import METHODS
+from galsep.workflow import method_kinds
 
 min_version("9.0")
 
@@ -27,7 +27,7 @@ wildcard_constraints:
     chain="|".join(CHAINS),
     lap=r"\d+",
     shard=r"\d+",
-    method="|".join(METHODS),
+    method="|".join(method_kinds()),
 
 
 if MANIFOLD:

@@ -28,15 +28,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from galsep.inference.mmps import sample_joint_posterior
-from galsep.inference.training import train_denoiser
+from galsep.evaluation.metrics import psnr_vectors, sinkhorn
+from galsep.inference.em import e_step, m_step
+from galsep.inference.priors import schedule_of
 from galsep.manifold.data import make_dataset, observations
-from galsep.manifold.em import joint_kwargs, schedule
-from galsep.manifold.metrics import psnr, sinkhorn
-from galsep.manifold.models import build_denoiser, denoiser, diffusion_entry
 from galsep.manifold.paper import PAPER
 from galsep.manifold.settings import dataset
-from galsep.seeding import generator
+from galsep.seeding import derive_seed, generator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,40 +60,37 @@ def main() -> None:
     obs = observations(data, [1], [0, 1])  # view 2: sources 1 and 2
     n = min(m["metrics"]["sinkhorn_samples"], len(obs))
 
+    schedule = schedule_of(em["diffusion"])
+
     def train(model, x, steps, key):
-        t = em["train"]
-        return train_denoiser(model, x, schedule=schedule(em), steps=steps, batch_size=t["batch_size"], lr=t["lr"],
-                              lr_schedule=t["lr_schedule"], grad_clip=t["grad_clip"], ema_decay=0.0,
-                              generator=generator(seed, "benchmark", "oracle", *key))
+        # no EMA in the benchmark (decay 0): the trained weights are the prior
+        t = {**em["train"], "steps": steps, "ema_decay": 0.0, "weight_decay": em["train"].get("weight_decay", 0.0)}
+        return m_step(x, network=em["network"], train=t, schedule=schedule, bound=em["clip"], model=model,
+                      init_seed=derive_seed(seed, "benchmark", "oracle", "init", *key),
+                      generator=generator(seed, "benchmark", "oracle", *key))
 
-    def draw(models, steps, key):
-        # no EMA in the benchmark: the trained weights are the prior
-        priors = [denoiser(diffusion_entry(em["network"], mo, mo), obs.truth.shape[-1], clip=em["clip"])
-                  for mo in models]
+    def draw(steps_, key):
         start = time.perf_counter()
-        s = sample_joint_posterior(priors, obs.operators(), obs.y, obs.variance, shape=(obs.truth.shape[-1],),
-                                   generator=generator(seed, "benchmark", *key),
-                                   **joint_kwargs(em, {**sampler, "steps": steps, "batch_size": None}))
-        return s, {"steps": steps, "seconds": round(time.perf_counter() - start, 1),
-                   "psnr": [round(psnr(obs.truth[:, k], s[:, k]), 2) for k in range(2)],
-                   "sinkhorn": [round(sinkhorn(s[:n, k], obs.truth[:n, k]), 3) for k in range(2)]}
+        s = e_step("ddprism", priors, obs, {**sampler, "steps": steps_, "batch_size": None},
+                   generator=generator(seed, "benchmark", *key))
+        return s, {"steps": steps_, "seconds": round(time.perf_counter() - start, 1),
+                   "psnr": [round(psnr_vectors(s[:, k], obs.truth[:, k]), 2) for k in range(2)],
+                   "sinkhorn": [round(sinkhorn(s[:n, k], obs.truth[:n, k], eps=1e-3), 3) for k in range(2)]}
 
-    models, losses = [], []
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        for k in range(2):
-            models.append(build_denoiser(em["network"], obs.truth.shape[-1]))
-            losses.append(train(models[k], data["x"][:, :, k].flatten(0, 1), args.train_steps, ("train", k)).losses)
-    rows = [draw(models, steps, ("steps", steps))[1] for steps in args.steps]
+    steps_by_source = [train(None, data["x"][:, :, k].flatten(0, 1), args.train_steps, ("train", k)) for k in range(2)]
+    models = [st.model for st in steps_by_source]
+    priors = [st.prior for st in steps_by_source]
+    losses = [st.losses for st in steps_by_source]
+    rows = [draw(steps, ("steps", steps))[1] for steps in args.steps]
     laps = []
     if args.em_laps:
-        samples, row = draw(models, args.em_pc_steps, ("em", 0))
+        samples, row = draw(args.em_pc_steps, ("em", 0))
         laps.append({"lap": 0, **row})
         for lap in range(1, args.em_laps + 1):
-            with torch.random.fork_rng():
-                x = obs.truth[:, 1] if args.em_on_truth else samples[:, 1]
-                result = train(models[1], x, args.em_train_steps, ("em", lap))
-            samples, row = draw(models, args.em_pc_steps, ("em", lap))
+            x = obs.truth[:, 1] if args.em_on_truth else samples[:, 1]
+            result = train(models[1], x, args.em_train_steps, ("em", lap))
+            priors[1] = result.prior
+            samples, row = draw(args.em_pc_steps, ("em", lap))
             laps.append({"lap": lap, "loss": round(statistics.fmean(result.losses[-100:]), 4), **row})
     print(json.dumps({
         "setting": "contrastive-2 (view 2, sources 1 and 2; source 2 is the target)",

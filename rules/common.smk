@@ -31,8 +31,8 @@ def truth_files(wildcards):
     return expand("resources/truth/{tile}.h5", tile=tile_names()) if SYNTHETIC else []
 
 
-# EM chains (see galsep.inference.em): which views each learns from, which sources it trains or takes frozen.
-from galsep.inference.em import chains
+# EM chains (see galsep.workflow): which views each learns from, which sources it trains or takes frozen.
+from galsep.workflow import chains, method_kinds
 
 CHAINS = {c.name: c for c in chains(config["em"]["schedule"], VIEWS)}
 LAPS = config["em"]["laps"]
@@ -70,17 +70,22 @@ def chain_params(**sections):
     )
 
 
-# Separation methods (see galsep.separation): the catalogue's, and the peers compared beside it.
-from galsep.separation import DIFFUSION
-
+# Separation methods (the registry of galsep.methods): the catalogue's, and the peers compared beside it.
+KINDS = method_kinds()
 METHOD = config["method"]
 COMPARE = config["compare"] if SYNTHETIC else []
 
 
+def uses_priors(method):
+    return KINDS[method]["uses_priors"]
+
+
 def method_settings(method):
-    if method == "ddprism":
-        return {k: config["posterior"][k] for k in ("samples", "sampler")}
-    return config["methods"][method]
+    """A method's settings: methods.{method}, or its own top-level section (DDPRISM's: posterior)."""
+    section = KINDS[method]["section"]
+    if section == "methods":
+        return config["methods"][method]
+    return {k: v for k, v in config[section].items() if k != "shards"}
 
 
 def method_params(method):
@@ -95,20 +100,20 @@ def method_params(method):
 
 def method_shards(method):
     """The diffusion methods sample in parallel shards; the others are quick in one job."""
-    return config["posterior"]["shards"] if method in DIFFUSION else 1
+    return config["posterior"]["shards"] if uses_priors(method) else 1
 
 
 def method_priors(method):
-    return [final_prior("galaxy"), final_prior("random")] if method in DIFFUSION else []
+    return [final_prior("galaxy"), final_prior("random")] if uses_priors(method) else []
 
 
 def method_model(method):
-    return [] if method in DIFFUSION else f"results/baselines/{method}.pt"
+    return f"results/baselines/{method}.pt" if KINDS[method]["fitted"] else []
 
 
 def method_weights(method):
     """The files a method's draws depend on: its priors or its fitted model."""
-    return method_priors(method) or [method_model(method)]
+    return method_priors(method) or ([method_model(method)] if KINDS[method]["fitted"] else [])
 
 
 def separation_shards(method):
@@ -121,7 +126,7 @@ def separation_shards(method):
 
 def method_benchmarks(method):
     """Benchmark files of a method's jobs: its fit (the shared EM for diffusion methods) and shards."""
-    if method in DIFFUSION:
+    if uses_priors(method):
         # the last lap's prior is the final one: E-steps run after laps 1 .. LAPS - 1 only
         fit = expand("logs/benchmark/prior/{c}/gaussian.tsv", c=CHAINS)
         fit += expand(
@@ -133,8 +138,10 @@ def method_benchmarks(method):
             k=range(1, LAPS),
             i=range(config["em"]["shards"]),
         )
-    else:
+    elif KINDS[method]["fitted"]:
         fit = [f"logs/benchmark/baselines/{method}.tsv"]
+    else:
+        fit = []
     separate = [
         f"logs/benchmark/posterior/{method}/shard{i}.tsv"
         for i in range(method_shards(method))

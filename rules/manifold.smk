@@ -4,8 +4,8 @@
 from galsep.manifold.settings import (
     DATASET_PATTERN,
     EM_METHODS,
-    METHODS,
     SETTING_PATTERN,
+    methods,
 )
 from galsep.manifold.workflow import Plan
 
@@ -16,7 +16,7 @@ manifold_outputs = PLAN.outputs
 MF_WILDCARDS = dict(
     dataset=DATASET_PATTERN,
     setting=SETTING_PATTERN,
-    approach="|".join(METHODS),
+    approach="|".join(methods()),
     stage=r"\d+",
 )
 MF_FIT_WILDCARDS = MF_WILDCARDS | dict(approach="|".join(EM_METHODS))

@@ -5,11 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from galsep.inference.em import Chain, chains, gather_samples, lap_stage, shard_rows
+from galsep.inference.stages import gather_samples, lap_stage, shard_rows
+from galsep.inference.gaussian import LowRankGaussian
+from galsep.inference.priors import Prior
+from galsep.inference.schedule import VESchedule
+from galsep.workflow import Chain, chains
 from galsep.inference.priors import load_checkpoint
 
 PARAMS = {
-    "seed": 3, "device": "cpu", "diffusion": {"sigma_min": 1e-3, "sigma_max": 2.0},
+    "seed": 3, "device": "cpu", "clip": 2.0, "diffusion": {"sigma_min": 1e-3, "sigma_max": 2.0},
     "network": {"channels": [4, 8], "blocks": 1, "attention_levels": [1], "heads": 1, "emb_features": 8,
                 "dropout": 0.1},
     "em": {"train": {"steps": 3, "batch_size": 4, "lr": 1e-3, "lr_schedule": "cosine", "grad_clip": 1.0,
@@ -19,7 +23,8 @@ PARAMS = {
 
 def test_a_lap_is_reproducible_from_the_seed(tmp_path):
     chain = Chain("random", ("randoms",), ("random",))
-    torch.save({"kind": "gaussian", "sources": {}}, tmp_path / "gaussian.pt")
+    gaussian = Prior.gaussian_of(LowRankGaussian.standard(64, 2), VESchedule(1e-3, 2.0))
+    torch.save({"chain": "random", "lap": 0, "sources": {"random": gaussian.entry}}, tmp_path / "gaussian.pt")
     torch.save({"samples": torch.randn(10, 1, 8, 8)}, tmp_path / "samples0.pt")
     weights = []
     for i, seed in enumerate((3, 3, 4)):
@@ -52,5 +57,5 @@ def test_schedules():
     assert (galaxy.views, galaxy.trained, galaxy.frozen) == (("galaxies",), ("galaxy",), ("random",))
     (joint,) = chains("joint", ["randoms", "galaxies", "mixed_galaxy", "mixed_random"])
     assert joint.views == ("mixed_galaxy", "mixed_random") and joint.trained == ("galaxy", "random")
-    with pytest.raises(ValueError, match="unknown EM schedule"):
+    with pytest.raises(ValueError, match="unknown em.schedule"):
         chains("alternating", [])

@@ -48,39 +48,39 @@ def _views(a, p, log) -> None:
 
 
 def _chain(p):
-    from galsep.inference.em import chains
+    from galsep.workflow import chains
 
     return {c.name: c for c in chains(p["schedule"], p["views"])}
 
 
 def _prior_gaussian(a, p, log) -> None:
-    from galsep.inference.em import gaussian_stage
+    from galsep.inference.stages import gaussian_stage
 
     gaussian_stage(_chain(p)[a.chain], a.views, a.frozen, a.out, a.samples_out, p, log.info)
 
 
 def _prior_lap(a, p, log) -> None:
-    from galsep.inference.em import lap_stage
+    from galsep.inference.stages import lap_stage
 
     lap_stage(_chain(p)[a.chain], a.lap, a.previous, a.samples, a.out, p, log.info)
 
 
 def _estep_shard(a, p, log) -> None:
-    from galsep.inference.em import estep_shard
+    from galsep.inference.stages import estep_shard
 
     estep_shard(_chain(p)[a.chain], a.lap, a.prior, a.frozen, a.views, a.shard, a.shards, a.out, p, log.info)
 
 
 def _gather_estep(a, p, log) -> None:
-    from galsep.inference.em import gather_samples
+    from galsep.inference.stages import gather_samples
 
     gather_samples(_chain(p)[a.chain], a.lap, a.inputs, a.out)
 
 
 def _fit_baseline(a, p, log) -> None:
-    from galsep.separation import fit_baseline
+    from galsep.separation import fit_stage
 
-    fit_baseline(a.method, a.views, a.out, p, log.info)
+    fit_stage(a.method, a.views, a.out, p, log.info)
 
 
 def _separate(a, p, log) -> None:
@@ -92,9 +92,12 @@ def _separate(a, p, log) -> None:
 
 def _weights(method: str, paths: list[str]) -> dict[str, str]:
     """Label the weight files: the galaxy and random priors, or the method's fitted model."""
-    from galsep.separation import DIFFUSION, SOURCES
+    from galsep.methods import get
+    from galsep.workflow import SOURCES
 
-    return dict(zip(SOURCES, paths, strict=True)) if method in DIFFUSION else {method: paths[0]}
+    if get(method).uses_priors:
+        return dict(zip(SOURCES, paths, strict=True))
+    return {method: paths[0]} if paths else {}
 
 
 def _catalogue(a, p, log) -> None:
@@ -179,7 +182,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--lap", type=int, required=True)
     s.add_argument("--out", required=True)
     s.add_argument("inputs", nargs="+")
-    s = stage("fit-baseline", _fit_baseline, "fit a non-diffusion method (pcpca, clvm_linear, clvm_vae, nes)")
+    s = stage("fit-baseline", _fit_baseline, "fit a fitted method (one that does not use the EM priors) on the views")
     for arg in ("--method", "--out"):
         s.add_argument(arg, required=True)
     s.add_argument("--views", nargs="+", required=True)
@@ -193,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
     s = stage("catalogue", _catalogue, "write the Zarr catalogue from separation shards")
     for arg in ("--method", "--cutouts", "--out"):
         s.add_argument(arg, required=True)
-    s.add_argument("--weights", nargs="+", required=True, help="the priors or the fitted model")
+    s.add_argument("--weights", nargs="*", default=[], help="the priors or the fitted model (none for a method that needs neither)")
     s.add_argument("inputs", nargs="+")
     s = stage("compare-method", _compare_method, "one method's metrics against the synthetic truth")
     for arg in ("--method", "--cutouts", "--randoms", "--out"):

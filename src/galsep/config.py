@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from galsep.errors import ConfigError
+from galsep.methods import registry
 
 
 def check(config: Mapping) -> None:
@@ -38,8 +39,14 @@ def check(config: Mapping) -> None:
     for f in (2, 4):
         if views[f"downsample_{f}x"] > 0 and size % f:
             raise ConfigError(f"views.downsample_{f}x > 0 needs cutouts.size divisible by {f} (got {size})")
+    methods = registry()
+    for name in [config.get("method", "ddprism"), *config.get("compare", [])]:
+        if name not in methods:
+            key = "method" if name == config.get("method", "ddprism") else "compare"
+            raise ConfigError(f"{key}: unknown method {name!r}; the registered methods are {', '.join(methods)}")
     if views["downsample_2x"] + views["downsample_4x"] > 0:
-        full_res = sorted({m for m in [config.get("method", "ddprism"), *config.get("compare", [])] if m == "nes"})
+        full_res = sorted({m for m in [config.get("method", "ddprism"), *config.get("compare", [])]
+                           if methods[m].full_resolution})
         if full_res:
             raise ConfigError(f"method {full_res[0]!r} needs full-resolution views: set views.downsample_2x and"
                               " views.downsample_4x to 0, or leave it out of method and compare")

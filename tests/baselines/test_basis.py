@@ -9,8 +9,8 @@ from torch import Tensor
 from galsep.baselines.basis import basis_levels, basis_sample
 from galsep.data.operators import DenseOperator, PixelOperator
 
-from diffusion.conftest import GaussianDenoiser
-from diffusion.conftest import random_gaussian as _random_gaussian
+from inference.conftest import GaussianDenoiser
+from inference.conftest import random_gaussian as _random_gaussian
 
 SIGMA_MIN = 1e-3
 TAU = 0.2  # the paper's delta / sigma_L^2 = 2e-5 / 0.01^2

@@ -15,7 +15,7 @@ attrs: sources (names, in the order of K), view name, normalisation constants.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import h5py
@@ -26,46 +26,33 @@ from galsep.io import atomic_path
 from galsep.data.normalise import Stretch
 from galsep.data.operators import PixelOperator, block_project
 
+if TYPE_CHECKING:
+    from galsep.inference.observations import Observations
+
 SOURCES = ("galaxy", "random")
 CONTRASTIVE = {"randoms": (0.0, 1.0), "galaxies": (1.0, 1.0)}
 
 
-@dataclass
-class View:
-    """A view loaded for the posterior code; tensors as in the module docstring."""
+def read_view(path: str | Path) -> Observations:
+    """Load a view file written by :func:`make_view` as float32 observations with pixel operators."""
+    from galsep.inference.observations import Observations
 
-    name: str
-    sources: tuple[str, ...]
-    y: torch.Tensor
-    variance: torch.Tensor
-    mask: torch.Tensor
-    factor: torch.Tensor
-    coef: torch.Tensor
-    object_id: np.ndarray
-    truth: torch.Tensor | None = None
-
-    def operators(self, idx: slice | torch.Tensor = slice(None)) -> list[PixelOperator]:
-        """One batched operator per source for the rows ``idx``."""
-        return [PixelOperator(self.mask[idx], self.factor[idx], self.coef[idx, k]) for k in range(len(self.sources))]
-
-    def __len__(self) -> int:
-        return self.y.shape[0]
-
-
-def read_view(path: str | Path) -> View:
-    """Load a view file written by :func:`make_view` as float32 tensors."""
     with h5py.File(path, "r") as f:
         t = lambda k: torch.from_numpy(f[k][...].astype(np.float32))  # noqa: E731
-        return View(
-            name=str(f.attrs["view"]),
-            sources=tuple(str(s) for s in f.attrs["sources"]),
+        mask, coef = t("mask"), t("coef")
+        factor = torch.from_numpy(f["factor"][...].astype(np.int64))
+        sources = tuple(str(s) for s in f.attrs["sources"])
+        return Observations(
+            sources=sources,
             y=t("y"),
             variance=t("variance"),
-            mask=t("mask"),
-            factor=torch.from_numpy(f["factor"][...].astype(np.int64)),
-            coef=t("coef"),
-            object_id=f["object_id"][...],
+            ops=tuple(PixelOperator(mask, factor, coef[:, k]) for k in range(len(sources))),
+            coef=coef,
+            shape=tuple(mask.shape[1:]),
+            mask=mask,
+            factor=factor,
             truth=t("truth") if "truth" in f else None,
+            ids=f["object_id"][...],
         )
 
 

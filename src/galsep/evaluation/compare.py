@@ -27,22 +27,15 @@ from galsep.evaluation.evaluate import evaluate_dataset, median_random
 from galsep.io import atomic_path
 from galsep.data.normalise import Stretch
 from galsep.seeding import derive_seed
-from galsep.evaluation.twosample import pqmass_pvalues
-from galsep.evaluation.twosample import sinkhorn as twosample_sinkhorn
+from galsep.evaluation.metrics import PQMASS_CONVENTION, SINKHORN_CONVENTION, pqmass, sinkhorn
 
 Log = Callable[[str], None]
 
 
-def pqmass_pvalue(draws: np.ndarray, truth: np.ndarray, seed: int, num_refs: int = 100, repeats: int = 10) -> float:
-    """Median PQMass p-value over ``repeats`` tessellations; draws (N, D), truth (M, D)."""
-    refs = max(2, min(num_refs, (len(draws) + len(truth)) // 4))
-    return float(np.median(pqmass_pvalues(draws, truth, seed=seed, tessellations=repeats, num_refs=refs)))
-
-
-def sinkhorn(draws: np.ndarray, truth: np.ndarray, blur: float = 0.05) -> float:
-    """Debiased Sinkhorn divergence (p = 2) between two point clouds, (N, D) and (M, D)."""
-    # scaling 0.5 is geomloss's default
-    return twosample_sinkhorn(torch.as_tensor(draws), torch.as_tensor(truth), blur=blur, scaling=0.5)
+# the table's two-sample settings: 10 tessellations of at most 100 reference points; Sinkhorn eps
+# 5e-3 on |x - y|^2 (blur 0.05 in geomloss's units), its coarse-to-fine scaling 0.5
+PQMASS_TESSELLATIONS = 10
+SINKHORN_EPS = 5e-3
 
 
 def method_metrics(method: str, shard_paths: Sequence[str], cutouts: str, randoms: str,
@@ -57,8 +50,10 @@ def method_metrics(method: str, shard_paths: Sequence[str], cutouts: str, random
     mask = ds["mask"].values.astype(bool)
     flat = lambda a: np.where(mask, stretch.forward(np.nan_to_num(a)), 0.0).reshape(len(a), -1)  # noqa: E731
     draw, truth = flat(ds["galaxy"].values[:, 0]), flat(ds["truth_galaxy"].values)
-    metrics["pqmass_p"] = pqmass_pvalue(draw, truth, derive_seed(p["seed"], "pqmass", method))
-    metrics["sinkhorn"] = sinkhorn(draw, truth)
+    refs = max(2, min(100, (len(draw) + len(truth)) // 4))
+    metrics["pqmass_p"] = pqmass(draw, truth, seed=derive_seed(p["seed"], "pqmass", method),
+                                 tessellations=PQMASS_TESSELLATIONS, num_refs=refs)
+    metrics["sinkhorn"] = sinkhorn(draw, truth, eps=SINKHORN_EPS, scaling=0.5)
     return metrics
 
 
@@ -116,7 +111,12 @@ def comparison(metric_paths: Sequence[str], benchmarks: Mapping[str, Mapping[str
                      "galaxy_psnr_draw_db": t["galaxy_psnr"]["mean"], "random_psnr_mean_db": t["random_psnr"]["mean"],
                      "flux_residual_median_pct": t["galaxy_flux_residual_pct"]["median"],
                      "flux_residual_spread_pct": t["galaxy_flux_residual_pct"]["spread"]})
-    return {"rows": rows, "psnr_range": json.loads(Path(metric_paths[0]).read_text())["psnr_range"]}
+    first = json.loads(Path(metric_paths[0]).read_text())
+    return {"rows": rows, "psnr_range": first["psnr_range"], "conventions": {
+        "psnr": first.get("psnr_convention", ""),
+        "pqmass": f"{PQMASS_CONVENTION} ({PQMASS_TESSELLATIONS}); one draw per galaxy against the true galaxies",
+        "sinkhorn": f"{SINKHORN_CONVENTION} = {SINKHORN_EPS:g}; one draw per galaxy against the true galaxies",
+    }}
 
 
 def markdown(table: Mapping[str, Any]) -> str:
@@ -131,6 +131,8 @@ def markdown(table: Mapping[str, Any]) -> str:
     for row in table["rows"]:
         cells = [fmt.format(row[key]) if key in row and row[key] == row[key] else "-" for _, key, fmt in cols]
         lines.append("| " + " | ".join(cells) + " |")
+    conv = table.get("conventions", {})
+    lines += [""] + [f"- {k}: {v}" for k, v in conv.items() if v]
     return "\n".join(lines) + "\n"
 
 

@@ -20,19 +20,7 @@ import xarray as xr
 
 from galsep.io import atomic_path
 from galsep.data.normalise import Stretch
-
-
-def psnr(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray, data_range: float) -> np.ndarray:
-    """Per-object PSNR [dB] over pixels where ``mask``; arrays (N, H, W)."""
-    err = np.where(mask, (estimate - truth) ** 2, 0.0).sum((-2, -1)) / np.maximum(mask.sum((-2, -1)), 1)
-    return 10 * np.log10(data_range**2 / np.maximum(err, 1e-12))
-
-
-def flux_residual(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-object relative flux error [%] over observed pixels."""
-    f_est = np.where(mask, estimate, 0.0).sum((-2, -1))
-    f_true = np.where(mask, truth, 0.0).sum((-2, -1))
-    return 100 * (f_est - f_true) / np.maximum(np.abs(f_true), 1e-12)
+from galsep.evaluation.metrics import PSNR_CONVENTION, flux_residual, psnr_images
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
@@ -67,8 +55,8 @@ def evaluate_dataset(ds: xr.Dataset, background: np.ndarray, stretch: Stretch, m
     methods = {}
     for name, (gal, ran) in estimates.items():
         methods[name] = {
-            "galaxy_psnr": _summary(psnr(S(gal), S(tg), mask, rng)),
-            "random_psnr": _summary(psnr(S(ran), S(tr), mask, rng)),
+            "galaxy_psnr": _summary(psnr_images(S(gal), S(tg), mask, rng)),
+            "random_psnr": _summary(psnr_images(S(ran), S(tr), mask, rng)),
             "galaxy_flux_residual_pct": _summary(flux_residual(gal, tg, mask)),
         }
     best_baseline = max(("observation", "minus_median_random"), key=lambda m: methods[m]["galaxy_psnr"]["mean"])
@@ -78,6 +66,7 @@ def evaluate_dataset(ds: xr.Dataset, background: np.ndarray, stretch: Stretch, m
         "objects": int(ds.sizes["object"]),
         "draws": int(ds.sizes["sample"]),
         "psnr_range": rng,
+        "psnr_convention": f"{PSNR_CONVENTION}; normalised (arcsinh) space over observed pixels, range {rng:g}",
         "methods": methods,
         "best_baseline": best_baseline,
         "galaxy_psnr_gain_db": float(gain),

@@ -12,15 +12,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from galsep.inference.mmps import Operator, sample_joint_posterior
 
 __all__ = ["LowRankGaussian", "fit_ppca", "gaussian_em"]
 
 
-class LowRankGaussian:
+class LowRankGaussian(nn.Module):
     """N(mean, U U^T + s^2 I) on flattened states of D = prod(S) elements, usable as a denoiser.
+
+    An ``nn.Module`` with buffers and no parameters, so it moves with ``.to`` and is treated like a
+    network denoiser by the samplers.
 
     Args:
         mean: shape (D,).
@@ -28,31 +31,41 @@ class LowRankGaussian:
         noise: s, the isotropic standard deviation (> 0).
     """
 
+    mean: Tensor
+    factors: Tensor
+    _q: Tensor
+    _lam: Tensor
+
     def __init__(self, mean: Tensor, factors: Tensor, noise: float) -> None:
+        super().__init__()
         if mean.ndim != 1 or factors.ndim != 2 or factors.shape[0] != mean.shape[0]:
             raise ValueError(f"need mean (D,) and factors (D, r), got {tuple(mean.shape)}, {tuple(factors.shape)}")
         if not noise > 0:
             raise ValueError(f"noise must be positive, got {noise}")
-        self.mean, self.factors, self.noise = mean, factors, float(noise)
+        # a Python float: s enters the gains in double precision whatever the buffers' dtype
+        self.noise = float(noise)
+        self.register_buffer("mean", mean)
+        self.register_buffer("factors", factors)
         # U = Q diag(sqrt(lam)) W^T: the covariance is s^2 I + Q diag(lam) Q^T with Q orthonormal, so
         # every Woodbury solve below is a projection on Q, never an inverse of a D x D (or r x r) matrix
         q, sv, _ = torch.linalg.svd(factors, full_matrices=False)
-        self._q, self._lam = q, sv**2
+        self.register_buffer("_q", q, persistent=False)
+        self.register_buffer("_lam", sv**2, persistent=False)
 
     @property
     def dim(self) -> int:
-        return self.mean.shape[0]
+        return int(self.mean.shape[0])
 
     @property
     def rank(self) -> int:
-        return self.factors.shape[1]
+        return int(self.factors.shape[1])
 
     def covariance(self) -> Tensor:
         """The dense (D, D) covariance; for tests and small D only."""
         return self.factors @ self.factors.T + self.noise**2 * torch.eye(self.dim, dtype=self.mean.dtype,
                                                                            device=self.mean.device)
 
-    def __call__(self, x_t: Tensor, sigma: Tensor) -> Tensor:
+    def forward(self, x_t: Tensor, sigma: Tensor) -> Tensor:
         """E[x | x_t] = mu + C (C + sigma^2 I)^-1 (x_t - mu); x_t (B, *S), sigma (B,) -> (B, *S).
 
         In C's eigenbasis the gain is (lam + s^2) / (lam + s^2 + sigma^2) along Q and s^2 / (s^2 + sigma^2)
@@ -69,20 +82,17 @@ class LowRankGaussian:
     def sample(self, n: int, *, shape: Sequence[int] | None = None,
                generator: torch.Generator | None = None) -> Tensor:
         """n draws, shape (n, D) or (n, *shape)."""
-        kw = dict(generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        kw: dict[str, Any] = dict(generator=generator, device=self.mean.device, dtype=self.mean.dtype)
         x = self.mean + torch.randn(n, self.rank, **kw) @ self.factors.T + self.noise * torch.randn(n, self.dim, **kw)
         return x if shape is None else x.reshape(n, *shape)
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> LowRankGaussian:
-        return LowRankGaussian(self.mean.to(device, dtype), self.factors.to(device, dtype), self.noise)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain tensors and floats, for ``torch.save``."""
-        return {"mean": self.mean, "factors": self.factors, "noise": self.noise}
+    def state(self) -> dict[str, Any]:
+        """Plain tensors (on the CPU) and a float, for ``torch.save`` and ``weights_only`` loading."""
+        return {"mean": self.mean.detach().cpu(), "factors": self.factors.detach().cpu(), "noise": self.noise}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> LowRankGaussian:
-        return cls(state["mean"], state["factors"], state["noise"])
+    def from_state(cls, state: dict[str, Any]) -> LowRankGaussian:
+        return cls(state["mean"], state["factors"], float(state["noise"]))
 
     @classmethod
     def standard(cls, dim: int, rank: int, *, dtype: torch.dtype = torch.float32,
@@ -91,8 +101,8 @@ class LowRankGaussian:
         return cls(torch.zeros(dim, dtype=dtype, device=device), torch.zeros(dim, rank, dtype=dtype, device=device),
                    1.0)
 
-    def __repr__(self) -> str:
-        return f"LowRankGaussian(dim={self.dim}, rank={self.rank}, noise={self.noise:.3g})"
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, rank={self.rank}, noise={self.noise:.3g}"
 
 
 def fit_ppca(samples: Tensor, rank: int, *, min_var: float = 1e-6) -> LowRankGaussian:

@@ -25,6 +25,7 @@ from torch import Tensor
 from galsep.io import atomic_path
 from galsep.manifold.settings import Dataset
 from galsep.data.operators import DenseOperator
+from galsep.inference.observations import Observations
 from galsep.seeding import generator
 
 GRID = 100_001  # points of z on which a manifold's range is measured
@@ -119,30 +120,18 @@ def load_dataset(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-@dataclass
-class Observations:
-    """The observations of some views with some sources: what a sampler or a baseline needs."""
-
-    y: Tensor  # (N, M)
-    variance: Tensor  # (N, M)
-    matrices: Tensor  # (N, K, M, D)
-    truth: Tensor  # (N, K, D)
-
-    def operators(self) -> list[DenseOperator]:
-        return [DenseOperator(self.matrices[:, k].contiguous()) for k in range(self.matrices.shape[1])]
-
-    def to(self, device: torch.device | str) -> Observations:
-        return Observations(self.y.to(device), self.variance.to(device), self.matrices.to(device),
-                            self.truth.to(device))
-
-    def __len__(self) -> int:
-        return self.y.shape[0]
-
-
 def observations(data: Mapping[str, Any], views: Sequence[int], sources: Sequence[int]) -> Observations:
-    """Stack views (0-based indices) keeping the given sources (in that order)."""
+    """Stack views (0-based indices) keeping the given sources (in that order), named source1, source2, ..."""
     v, s = list(views), list(sources)
+    matrices = data["A"][v][:, :, s].flatten(0, 1)  # (N, K, M, D)
+    n = data["y"].shape[1]
+    coef = data["coefficients"][v][:, s].repeat_interleave(n, 0)  # (N, K)
     return Observations(
-        data["y"][v].flatten(0, 1), data["variance"][v].flatten(0, 1),
-        data["A"][v][:, :, s].flatten(0, 1), data["x"][v][:, :, s].flatten(0, 1),
+        sources=tuple(f"source{k + 1}" for k in s),
+        y=data["y"][v].flatten(0, 1),
+        variance=data["variance"][v].flatten(0, 1),
+        ops=tuple(DenseOperator(matrices[:, k].contiguous()) for k in range(len(s))),
+        coef=coef,
+        shape=(int(matrices.shape[-1]),),
+        truth=data["x"][v][:, :, s].flatten(0, 1),
     )

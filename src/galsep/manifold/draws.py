@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from galsep.inference.priors import Prior
 from galsep.manifold.data import observations
-from galsep.manifold.em import schedule
-from galsep.manifold.models import sample_prior
-from galsep.manifold.settings import BASELINES, EM_METHODS, Setting
+from galsep.manifold.settings import EM_METHODS, Setting, baselines
+from galsep.methods import Contrast, get
 from galsep.seeding import generator
 
 Log = Callable[[str], None]
@@ -42,62 +42,35 @@ def em_draws(setting: Setting, stage: Mapping[str, Any], p: Mapping[str, Any], d
                          f" {stage['sources']}, setting {setting.name} needs {list(setting.views)}, "
                          f"{list(range(setting.sources))}")
     em = p["em"]
-    D = stage["samples"].shape[-1]
+    shape = tuple(stage["samples"].shape[2:])
     prior = []
     for k in range(setting.sources):
         gen = generator(p["seed"], "manifold", setting.name, p["method"], "prior", k, device=device)
-        prior.append(sample_prior(stage["priors"][k], p["prior_samples"], D, schedule=schedule(em),
-                                  sampler=em["sampler"], clip=em["clip"], generator=gen, device=device).cpu())
+        model = Prior.from_entry(stage["priors"][k], shape, bound=em["clip"]).to(device)
+        prior.append(model.sample(p["prior_samples"], shape, sampler=em["sampler"], generator=gen).cpu())
         log(f"[{setting.name}/{p['method']}] {p['prior_samples']} prior draws of source {k + 1}")
     return stage["samples"], torch.stack(prior, 1)
 
 
 def baseline_draws(setting: Setting, data: Mapping[str, Any], p: Mapping[str, Any], device: torch.device,
                    log: Log) -> tuple[Tensor, Tensor]:
-    """Fit a contrastive baseline on the setting's dataset and draw from it."""
-    method, s = p["method"], p["baseline"]
+    """Fit a registered contrastive method (galsep.methods) on the setting's dataset and draw from it.
+
+    Target: view K (every source); background: view K - 1, made of source K - 1 (and the sources before
+    it); methods that model every source jointly see views 1..K.
+    """
+    method, s = get(p["method"]), p["baseline"]
     if not setting.contrastive:
-        raise ValueError(f"{method} is a contrastive baseline: setting {setting.name} is not contrastive")
+        raise ValueError(f"{method.name} is a contrastive baseline: setting {setting.name} is not contrastive")
     K = setting.sources
     target = observations(data, [K - 1], range(K)).to(device)
-    D = target.matrices.shape[-1]
-    gen = generator(p["seed"], "manifold", setting.name, method, "fit", device=device)
-    every = max(1, s["steps"] // 10)
-
-    def fit_log(step: int, value: float) -> None:
-        if (step + 1) % every == 0:
-            log(f"[{setting.name}/{method}] step {step + 1}/{s['steps']} objective {value:.4g}")
-
-    posterior = torch.full((len(target), K, D), float("nan"))
-    prior = torch.full((p["prior_samples"], K, D), float("nan"))
-    draw = generator(p["seed"], "manifold", setting.name, method, "draws", device=device)
-    if method == "pcpca":
-        from galsep.baselines.pcpca import fit_pcpca
-
-        background = observations(data, [K - 2], range(K - 1)).to(device)
-        ops = target.operators()[K - 1]
-        model, _ = fit_pcpca(
-            target.y, ops, target.variance, background.y, background.operators()[K - 2], background.variance,
-            shape=(D,), latent=s["latent"], gamma=s["gamma"], steps=s["steps"], lr=s["lr"],
-            batch_size=s["batch_size"], generator=gen, log=fit_log)
-        posterior[:, K - 1] = model.sample_posterior(target.y, ops, target.variance, samples=1,
-                                                     generator=draw)[:, 0].cpu()
-        prior[:, K - 1] = model.sample_prior(p["prior_samples"], generator=draw).cpu()
-        return posterior, prior
-    from galsep.baselines.clvm import fit_clvm_linear, fit_clvm_vae
-
-    every_view = observations(data, range(K), range(K)).to(device)
-    common = dict(shape=(D,), latents=list(s["latents"][:K]), steps=s["steps"], lr=s["lr"],
-                  batch_size=s["batch_size"], generator=gen, log=fit_log)
-    if method == "clvm_linear":
-        model, _ = fit_clvm_linear(every_view.y, every_view.operators(), every_view.variance, **common)
-    else:
-        model, _ = fit_clvm_vae(every_view.y, every_view.operators(), every_view.variance, hidden=s["hidden"],
-                                layers=s["layers"], dropout=s["dropout"], **common)
-    with torch.no_grad():
-        posterior = model.sample_posterior(target.y, target.operators(), target.variance, samples=1,
-                                           generator=draw)[:, 0].cpu()
-        prior = model.sample_prior(p["prior_samples"], generator=draw).cpu()
+    contrast = Contrast(target, observations(data, [K - 2], range(K)).to(device),
+                        observations(data, range(K), range(K)).to(device), K - 1, K - 2)
+    model = method.fit(contrast, s, generator=generator(p["seed"], "manifold", setting.name, method.name, "fit",
+                                                        device=device), log=log)
+    draw = generator(p["seed"], "manifold", setting.name, method.name, "draws", device=device)
+    posterior = method.draw(model, target, 1, s, generator=draw)[:, 0].cpu()
+    prior = method.sample_prior(model, p["prior_samples"], K, generator=draw).cpu()
     return posterior, prior
 
 
@@ -121,7 +94,7 @@ def make_draws(setting: Setting, data: Mapping[str, Any], stages: Sequence[Mappi
         if not stages:
             raise ValueError(f"{method} draws need the EM stage records")
         posterior, prior = em_draws(setting, stages[-1], p, device, log)
-    elif method in BASELINES:
+    elif method in baselines():
         posterior, prior = baseline_draws(setting, data, p, device, log)
     else:
         posterior, prior = mean_draws(setting, data, p)

@@ -8,13 +8,11 @@
   uses POT and debiases with the two halves of each set; geomloss debiases with the whole sets, so
   S(a, a) = 0 here and the two agree up to that finite-sample offset.
 - PQMass p-value (``pqm.pqm_pvalue``, default settings, ``tessellations`` re-tessellations, mean p-value).
-  Both through galsep.evaluation.twosample.
+  All three from galsep.evaluation.metrics (the project's one metrics module).
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,28 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from galsep.evaluation import twosample
-
-
-def psnr(truth: Tensor, estimate: Tensor, spread: float = 4.0) -> float:
-    """Mean over rows of 20 log10(spread / rms(truth - estimate)); (N, D) each."""
-    rms = (truth.double() - estimate.double()).pow(2).mean(-1).sqrt()
-    return float((20 * (math.log10(spread) - torch.log10(rms + 1e-6))).mean())
-
-
-def sinkhorn(a: Tensor, b: Tensor, *, reg: float = 1e-3) -> float:
-    """Debiased Sinkhorn divergence between point clouds a (N, D) and b (M, D), squared-Euclidean cost."""
-    # geomloss's cost is |x - y|^2 / 2: halve the regularisation, double the value
-    return 2.0 * twosample.sinkhorn(a, b, blur=math.sqrt(reg / 2), scaling=0.9)
-
-
-def pqmass(a: Tensor, b: Tensor, *, tessellations: int = 1000, seed: int = 0) -> float:
-    """Mean PQMass p-value over ``tessellations`` re-tessellations; a (N, D), b (M, D)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Number of samples is small", category=UserWarning)
-        values = twosample.pqmass_pvalues(a.double().cpu().numpy(), b.double().cpu().numpy(), seed=seed,
-                                          tessellations=tessellations)
-    return float(np.mean(values))
+from galsep.evaluation import metrics
 
 
 def source_metrics(posterior: Tensor, prior: Tensor, truth: Tensor, population: Tensor, p: Mapping[str, Any],
@@ -60,11 +37,12 @@ def source_metrics(posterior: Tensor, prior: Tensor, truth: Tensor, population: 
     m_sd, m_pqm = min(p["sinkhorn_samples"], len(prior), len(population)), min(p["pqm_samples"], len(prior),
                                                                                len(population))
     return {
-        "posterior_psnr": psnr(truth[:n_psnr], posterior[:n_psnr], p["spread"]),
-        "posterior_sinkhorn": sinkhorn(posterior[:n_sd], truth[:n_sd], reg=p["sinkhorn_reg"]),
-        "posterior_pqm": pqmass(posterior[:n_pqm], truth[:n_pqm], tessellations=p["tessellations"], seed=seed),
-        "prior_sinkhorn": sinkhorn(prior[:m_sd], population[:m_sd], reg=p["sinkhorn_reg"]),
-        "prior_pqm": pqmass(prior[:m_pqm], population[:m_pqm], tessellations=p["tessellations"], seed=seed + 1),
+        "posterior_psnr": metrics.psnr_vectors(posterior[:n_psnr], truth[:n_psnr], p["spread"]),
+        "posterior_sinkhorn": metrics.sinkhorn(posterior[:n_sd], truth[:n_sd], eps=p["sinkhorn_reg"]),
+        "posterior_pqm": metrics.pqmass(posterior[:n_pqm], truth[:n_pqm], tessellations=p["tessellations"], seed=seed),
+        "prior_sinkhorn": metrics.sinkhorn(prior[:m_sd], population[:m_sd], eps=p["sinkhorn_reg"]),
+        "prior_pqm": metrics.pqmass(prior[:m_pqm], population[:m_pqm], tessellations=p["tessellations"],
+                                    seed=seed + 1),
     }
 
 

@@ -20,11 +20,21 @@ from dataclasses import dataclass
 #: EM methods (a chain of stages each): DDPRISM with joint sampling, with Gibbs sampling, and the
 #: Gaussian start alone (no diffusion laps, a sanity floor)
 EM_METHODS = ("ddprism", "gibbs", "gaussian")
-#: contrastive baselines of galsep.baselines (contrastive settings only)
-BASELINES = ("pcpca", "clvm_linear", "clvm_vae")
 #: the other sanity floor: every draw is the mean of the true source distribution
 FLOORS = ("prior_mean",)
-METHODS = EM_METHODS + BASELINES + FLOORS
+
+
+def baselines() -> tuple[str, ...]:
+    """The fitted methods of the registry (galsep.methods) that apply to vectors: every fitted method
+    that does not need full-resolution pixels (PCPCA, CLVM, ...); contrastive settings only."""
+    from galsep.methods import registry
+
+    return tuple(name for name, m in registry().items() if m.fitted and not m.full_resolution)
+
+
+def methods() -> tuple[str, ...]:
+    """Every method of the manifold table: the EM methods, the registry's baselines and the floors."""
+    return EM_METHODS + baselines() + FLOORS
 
 _CONTRASTIVE = re.compile(r"contrastive-(\d+)")
 _MIXED = re.compile(r"mixed-(separate|[01](?:\.\d+)?)")
@@ -99,9 +109,9 @@ class Setting:
 
     def applies(self, method: str) -> bool:
         """Whether a method runs on this setting (the contrastive baselines need a contrastive one)."""
-        if method not in METHODS:
-            raise ValueError(f"unknown manifold method {method!r}: one of {', '.join(METHODS)}")
-        return self.contrastive or method not in BASELINES
+        if method not in methods():
+            raise ValueError(f"unknown manifold method {method!r}: one of {', '.join(methods())}")
+        return self.contrastive or method not in baselines()
 
 
 def setting(name: str, smoothness: list[float] | None = None) -> Setting:

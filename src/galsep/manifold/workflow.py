@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from galsep.manifold.settings import BASELINES, EM_METHODS, Setting, dataset, setting
+from galsep.manifold.settings import EM_METHODS, Setting, baselines, dataset, setting
 
 ROOT = "results/manifold"
 
@@ -82,7 +82,7 @@ class Plan:
             "seed": self.config["seed"], "device": self.config["device"], "smoothness": self.mf["data"]["smoothness"],
             "prior_samples": self.mf["metrics"]["prior_samples"], "metrics": self.mf["metrics"],
             "em": {k: em[k] for k in ("diffusion", "clip", "sampler")} if method in EM_METHODS else None,
-            "baseline": self.mf["baselines"][method] if method in BASELINES else None,
+            "baseline": self.mf["baselines"][method] if method in baselines() else None,
         }
 
     def table_params(self) -> dict[str, Any]:

@@ -1,0 +1,106 @@
+"""The separation-method protocol: what every method (DDPRISM, its Gibbs variant, BASIS, PCPCA, CLVM,
+NES, ...) implements so that the workflow, the comparison and the manifold experiment treat them alike.
+
+A method is a subclass of :class:`Method` in a module of :mod:`galsep.methods`; defining the subclass
+registers it (:func:`galsep.methods.registry` finds every subclass with a ``name``). Module top levels
+import nothing heavy (torch is imported inside the methods): the registry is read when the Snakefile is
+parsed. Draws are (n, S, K, *shape): S draws of each of the K sources for each of n observations, in
+the space of the sources; a source the method does not model is NaN.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from galsep.inference.observations import Observations
+
+__all__ = ["Contrast", "Method", "every_tenth"]
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """What a fitted method learns from (contrastive data, DDPRISM section 2).
+
+    Attributes:
+        target: observations holding the target source (the galaxies view), every source.
+        background: observations without it (the randoms view), every source.
+        everything: both, stacked (for methods that model every source jointly).
+        target_source: index (in ``sources``) of the target source.
+        background_source: index of the source the background observations are made of.
+    """
+
+    target: Observations
+    background: Observations
+    everything: Observations
+    target_source: int
+    background_source: int
+
+
+class Method(ABC):
+    """A separation method.
+
+    Class attributes:
+        name: the method's config name (``method:``, ``compare:`` and ``methods.{name}``).
+        fitted: it needs a fit job on the views (its model is saved to results/baselines/{name}.pt).
+        uses_priors: it draws with the EM-learned priors (one :class:`~galsep.inference.priors.Prior`
+            per source) instead of a fitted model.
+        deterministic: it returns one draw per observation whatever ``samples`` asks.
+        section: the config section holding its settings: ``methods`` (settings in methods.{name}) or the
+            name of a top-level section (DDPRISM's are ``posterior``).
+        full_resolution: it needs full-resolution pixel data (masks, no downsampled views), not any
+            linear operator.
+    """
+
+    name: ClassVar[str]
+    fitted: ClassVar[bool] = False
+    uses_priors: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = False
+    section: ClassVar[str] = "methods"
+    full_resolution: ClassVar[bool] = False
+
+    def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> Any:
+        """Fit the method's model on contrastive data; returns the model (for :meth:`state`, :meth:`draw`)."""
+        raise NotImplementedError(f"{self.name} is not a fitted method")
+
+    def state(self, model: Any) -> dict[str, Any]:
+        """The model as plain tensors, lists and numbers (saved with torch.save, loaded weights_only)."""
+        return dict(model.state())
+
+    def load(self, state: Mapping[str, Any], device: torch.device) -> Any:
+        """The model of a saved state, on ``device``."""
+        raise NotImplementedError(f"{self.name} is not a fitted method")
+
+    @abstractmethod
+    def draw(self, model: Any, obs: Observations, samples: int, settings: Mapping[str, Any], *,
+             generator: torch.Generator, progress: bool = False) -> Tensor:
+        """(n, S, K, *shape) draws for the observations ``obs`` (on the model's device).
+
+        ``model`` is the fitted model, or the list of priors (one per source of ``obs``) for a method that
+        ``uses_priors``. S = ``samples`` (1 for a deterministic method).
+        """
+
+    def sample_prior(self, model: Any, n: int, sources: int, *, generator: torch.Generator) -> Tensor:
+        """n draws (n, K, *shape) from the fitted model's prior (NaN for sources it does not model)."""
+        raise NotImplementedError(f"{self.name} has no prior to draw from")
+
+
+def every_tenth(steps: int, name: str, log: Log) -> Callable[[int, float], None]:
+    """A fit callback (step, objective) that logs a line at every tenth of ``steps`` and at the end."""
+    import time
+
+    start = time.perf_counter()
+
+    def callback(step: int, value: float) -> None:
+        if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:
+            log(f"[{name}] step {step + 1}/{steps}: objective {value:.5g} ({time.perf_counter() - start:.0f}s)")
+
+    return callback

@@ -1,0 +1,36 @@
+"""BASIS separation (Jayaram & Thickstun, arXiv 2002.07942): annealed Langevin dynamics with the
+EM-learned priors' scores, the mixture constraint relaxed to the observation's noise."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from galsep.methods._priors import repeated, unflatten
+from galsep.methods.base import Method
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from galsep.inference.observations import Observations
+
+__all__ = ["BASIS"]
+
+
+class BASIS(Method):
+    name = "basis"
+    uses_priors = True
+
+    def draw(self, model: Any, obs: Observations, samples: int, settings: Mapping[str, Any], *,
+             generator: torch.Generator, progress: bool = False) -> Tensor:
+        from galsep.baselines.basis import basis_sample
+        from galsep.inference.em import schedule_of_priors
+
+        schedule = schedule_of_priors(model)
+        rep = repeated(obs, samples)
+        draws = basis_sample(model, rep.operators(), rep.y, rep.variance, shape=rep.shape,
+                             sigma_max=schedule.sigma_max, sigma_min=schedule.sigma_min, levels=settings["levels"],
+                             steps_per_level=settings["steps_per_level"], step_size=settings["step_size"],
+                             generator=generator, batch_size=settings["batch_size"], progress=progress)
+        return unflatten(draws, len(obs), samples)

@@ -1,0 +1,51 @@
+"""Neural Egg Separation (Halperin, Ephrat & Hoshen, arXiv 1811.12739; implementation in
+:mod:`galsep.baselines.nes`): a network trained to split synthetic mixtures of background cutouts
+into the target views, iterated. Deterministic (one draw); needs full-resolution pixel data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from galsep.methods.base import Contrast, Log, Method
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from galsep.inference.observations import Observations
+
+__all__ = ["NES"]
+
+
+class NES(Method):
+    name = "nes"
+    fitted = True
+    deterministic = True
+    full_resolution = True
+
+    def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> Any:
+        from galsep.baselines.nes import fit_nes
+
+        t, b = data.target, data.background
+        model, model.trace = fit_nes(
+            t.y, t.mask, b.y, b.mask, iterations=settings["iterations"], steps=settings["steps"],
+            batch_size=settings["batch_size"], lr=settings["lr"], channels=settings["channels"], generator=generator,
+            log=lambda line: log(f"[{self.name}] {line}"), mixture_factor=t.factor, source_factor=b.factor,
+        )
+        return model
+
+    def load(self, state: Mapping[str, Any], device: torch.device) -> Any:
+        from galsep.baselines.nes import NES as Model
+
+        model = Model.from_state(dict(state))
+        model.net.to(device)
+        return model
+
+    def draw(self, model: Any, obs: Observations, samples: int, settings: Mapping[str, Any], *,
+             generator: torch.Generator, progress: bool = False) -> Tensor:
+        import torch
+
+        with torch.no_grad():
+            galaxy, random = model.separate(obs.y, obs.mask, factor=obs.factor)
+        return torch.stack([galaxy, random], 1)[:, None]
