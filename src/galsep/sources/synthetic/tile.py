@@ -15,6 +15,7 @@ from astropy.wcs import WCS
 
 from galsep.io import atomic_path
 from galsep.data.noise import inverse_variance, noise_parameters
+from galsep.errors import ConfigError
 from galsep.sources.synthetic import observe, population, render
 from galsep.sources.synthetic.psf import hst_psf
 
@@ -118,7 +119,7 @@ def make_tile(
 
     margin = edge + cutout / 4
     if n - 1 - 2 * margin <= 0:
-        raise ValueError(f"tile_size {n} leaves no room for targets {margin} pixels from the edges")
+        raise ConfigError(f"synthetic.tile_size = {n} leaves no room for targets {margin} pixels from the edges")
     inside = (margin, n - 1 - margin, margin, n - 1 - margin)
     around = (-OUTSIDE, n - 1 + OUTSIDE, -OUTSIDE, n - 1 + OUTSIDE)
     targets = population.galaxies(
