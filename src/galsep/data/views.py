@@ -26,6 +26,7 @@ from galsep.errors import ConfigError, InputError
 from galsep.io import atomic_path
 from galsep.data.normalise import Stretch
 from galsep.data.operators import PixelOperator, block_project
+from galsep.seeding import numpy_generator
 
 SOURCES = ("galaxy", "random")
 CONTRASTIVE = {"randoms": (0.0, 1.0), "galaxies": (1.0, 1.0)}
@@ -117,7 +118,7 @@ def make_view(
     space, ``y = x_a + f x_b`` plus noise of the cutouts' variance, galaxies paired with random
     cutouts; the two mixed views use disjoint halves of the pairs).
     """
-    rng = np.random.default_rng([seed, sum(map(ord, view))])
+    rng = numpy_generator(seed, "views", view)
     if view in CONTRASTIVE:
         with h5py.File(cutout_paths[view], "r") as f:
             flux, ivar, mask = f["flux"][...], f["ivar"][...], f["mask"][...]
