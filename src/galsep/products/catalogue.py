@@ -21,7 +21,7 @@ import torch
 import xarray as xr
 
 from galsep import __version__
-from galsep.io import atomic_path, sha256_file
+from galsep.io import atomic_path, load_torch, sha256_file
 from galsep.data.normalise import Stretch, split_flux
 from galsep.errors import InputError
 
@@ -32,7 +32,7 @@ ZEROPOINT_AB = 25.937  # ACS/WFC F814W AB zeropoint for e-/s (synthetic tiles us
 def gather_draws(shard_paths: Sequence[str]) -> tuple[np.ndarray, list[str], str]:
     """Concatenate separation shards in row order: (N, S, K, H, W) normalised draws, source names and
     the method that made them (see :mod:`galsep.separation`)."""
-    parts = sorted((torch.load(p, map_location="cpu", weights_only=False) for p in shard_paths),
+    parts = sorted((load_torch(p) for p in shard_paths),
                    key=lambda d: d["rows"][0])
     stop = 0
     for d in parts:
