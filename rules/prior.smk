@@ -94,6 +94,9 @@ rule gather_estep:
         "results/prior/{chain}/samples{lap}.pt",
     log:
         "logs/prior/{chain}/gather{lap}.log",
+    # samples0.pt is prior_gaussian's: E-steps gather from lap 1 on
+    wildcard_constraints:
+        lap=r"[1-9]\d*",
     conda:
         "../envs/galsep.yaml"
     params:

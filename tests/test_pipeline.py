@@ -90,7 +90,7 @@ def test_draws_add_up_to_the_observation_within_the_noise(run):
 
 def test_em_files_and_metrics(run):
     for chain in ("random", "galaxy"):
-        ckpt = torch.load(run / f"results/prior/{chain}/lap1.pt", weights_only=False)
+        ckpt = torch.load(run / f"results/prior/{chain}/lap1.pt", weights_only=True)
         assert ckpt["kind"] == "diffusion" and ckpt["lap"] == 1 and chain in ckpt["sources"]
         assert len(ckpt["losses"][chain]) == 20 and np.isfinite(ckpt["losses"][chain]).all()
         assert ckpt["params"]["em"]["train"]["steps"] == 20
@@ -139,7 +139,7 @@ def test_catalogue_by_another_method(run, tmp_path):
     assert ds.attrs["method"] == "pcpca" and json.loads(ds.attrs["config"])["method"] == "pcpca"
     weights = json.loads(ds.attrs["prior_checkpoints"])
     assert list(weights) == ["pcpca"] and weights["pcpca"]["path"] == "results/baselines/pcpca.pt"
-    draws = torch.load(wf / "results/posterior/pcpca/shard0.pt", weights_only=False)["draws"]
+    draws = torch.load(wf / "results/posterior/pcpca/shard0.pt", weights_only=True)["draws"]
     assert ds.sizes["sample"] == draws.shape[1]
 
 
@@ -183,7 +183,7 @@ def test_joint_schedule_learns_both_priors_from_mixed_views(tmp_path):
     wf = copy_workflow(tmp_path)
     (wf / "joint.yaml").write_text("em: {schedule: joint}\ncompare: []\n")
     snakemake(wf, "--cores", "2", "--configfile", TINY, "joint.yaml")
-    ckpt = torch.load(wf / "results/prior/joint/lap1.pt", weights_only=False)
+    ckpt = torch.load(wf / "results/prior/joint/lap1.pt", weights_only=True)
     assert set(ckpt["sources"]) == {"galaxy", "random"}
     with h5py.File(wf / "results/views/mixed_galaxy.h5") as f:
         assert list(f["coef"][0]) == [1.0, 0.5]

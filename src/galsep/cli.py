@@ -1,7 +1,8 @@
 """The stage command lines' shared parts: one way to declare a stage and to run it.
 
 Every stage takes its settings as one JSON object (``--params``) built by its Snakemake rule, an
-optional ``--log`` file and ``--threads`` for torch; bad input ends in a one-line error, not a traceback.
+optional ``--log`` file and ``--threads`` for torch; bad input or config (:class:`galsep.errors.GalsepError`, a
+missing file) ends in a one-line error, anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from galsep.errors import InputError
+from galsep.errors import GalsepError
 
 
 def logger(path: str | None = None) -> logging.Logger:
@@ -37,7 +38,11 @@ def add_stage(sub: argparse._SubParsersAction, name: str, fn: Callable, help: st
 
 
 def run(args: argparse.Namespace, prog: str = "galsep") -> int:
-    """Run the parsed stage; exit status 2 with the reason when the input is bad."""
+    """Run the parsed stage; exit status 2 with the reason when the input or config is bad.
+
+    Only the project's errors (:class:`GalsepError`) and missing files are the user's to fix; any
+    other exception (a ``ValueError`` too) is a programming error and propagates with its traceback.
+    """
     log = logger(args.log)
     if args.threads:
         import torch
@@ -48,7 +53,7 @@ def run(args: argparse.Namespace, prog: str = "galsep") -> int:
         torch.set_flush_denormal(True)
     try:
         args.fn(args, json.loads(args.params), log)
-    except (InputError, ValueError, FileNotFoundError) as err:
+    except (GalsepError, FileNotFoundError) as err:
         # bad input is the user's to fix: say what, without a traceback
         log.error("%s %s: %s", prog, args.stage, err)
         return 2

@@ -1,4 +1,4 @@
-"""Atomic file output: a killed job never leaves a file that looks complete."""
+"""Atomic file output (a killed job never leaves a file that looks complete) and safe torch loads."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from galsep.errors import InputError
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -40,3 +43,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def load_torch(path: str | os.PathLike) -> Any:
+    """A torch file of plain data (tensors, dicts, lists, tuples, str, numbers) on the CPU.
+
+    Loads with ``weights_only=True``, so a file never runs pickled code; one holding other objects
+    is refused with an :class:`InputError` naming it.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise InputError(f"{path}: not a plain torch file (tensors, dicts, lists, numbers, str); delete it and"
+                         f" rerun to make it again ({err})") from err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import torch
 
 
@@ -16,6 +17,12 @@ def derive_seed(seed: int, *key: object) -> int:
 def generator(seed: int, *key: object, device: torch.device | str = "cpu") -> torch.Generator:
     """A torch generator on ``device`` seeded by :func:`derive_seed`."""
     return torch.Generator(device=device).manual_seed(derive_seed(seed, *key))
+
+
+def numpy_generator(seed: int, *key: object) -> np.random.Generator:
+    """A numpy generator seeded by :func:`derive_seed`: one stream per key, e.g.
+    ``("synthetic", "tile", index)``, ``("cutouts", "randoms", tile)`` or ``("views", view)``."""
+    return np.random.default_rng(derive_seed(seed, *key))
 
 
 def pick_device(requested: str = "auto") -> torch.device:

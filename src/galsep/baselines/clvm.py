@@ -24,6 +24,7 @@ from galsep.baselines.pcpca import (check_shapes, fill_factors, latent_posterior
 from galsep.inference.gaussian import fit_ppca
 from galsep.inference.mmps import Operator
 from galsep.inference.training import batches
+from galsep.errors import InputError
 
 __all__ = ["CLVMLinear", "CLVMVAE", "fit_clvm_linear", "fit_clvm_vae", "initial_sources", "mlp"]
 
@@ -63,7 +64,7 @@ def initial_sources(y: Tensor, operators: Sequence[Operator], *, shape: Sequence
             alone &= ~present[j]
         rows = (alone if alone.sum() >= 2 else present[k]).nonzero()[:, 0]
         if rows.numel() < 2:
-            raise ValueError(f"source {k} is observed in fewer than 2 rows")
+            raise InputError(f"source {k} is observed in fewer than 2 rows")
         x = pseudo_inverse(operators[k][rows], residual[rows], shape)
         g = fit_ppca(x, latents[k])
         out[k] = g.mean, fill_factors(g.factors, latents[k], 1e-3 * x.std().item(), generator)

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from galsep.errors import ConfigError
+
 __all__ = ["NESNet", "NES", "fit_nes", "check_full_resolution"]
 
 INIT_MASK = 0.5  # the paper's constant c: x_0 = c y
@@ -35,7 +37,7 @@ INIT_MASK = 0.5  # the paper's constant c: x_0 = c y
 def check_full_resolution(factor: Tensor | None) -> None:
     """Raise if any observation is downsampled (NES regresses a per-pixel mask on full-resolution images)."""
     if factor is not None and bool((torch.as_tensor(factor) != 1).any()):
-        raise ValueError("NES supports full-resolution images only; disable views.downsample_2x and "
+        raise ConfigError("NES supports full-resolution images only; disable views.downsample_2x and "
                          "views.downsample_4x for this baseline")
 
 
@@ -83,8 +85,8 @@ class NESNet(nn.Module):
         """y, mask (B, H, W) -> mask m (B, H, W) in [0, 1]."""
         levels = len(self.channels)
         if y.shape[-1] % 2 ** (levels - 1) or y.shape[-2] % 2 ** (levels - 1):
-            raise ValueError(f"image size {tuple(y.shape[-2:])} not divisible by 2^{levels - 1} "
-                             f"({levels} levels in channels {self.channels})")
+            raise ConfigError(f"image size {tuple(y.shape[-2:])} not divisible by 2^{levels - 1} "
+                              f"({levels} levels in the nes method's channels {self.channels})")
         h = torch.stack((y * mask, mask), 1)
         skips = []
         for i, block in enumerate(self.down):

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from galsep.inference.mmps import Operator
 from galsep.inference.training import batches, lr_factor
 from galsep.data.operators import DenseOperator, PixelOperator
+from galsep.errors import ConfigError
 
 __all__ = ["PCPCA", "fit_pcpca", "observed", "pseudo_inverse", "loadings", "latent_posterior",
            "lowrank_log_likelihood", "precision", "fill_factors", "standard_normal", "check_shapes"]
@@ -289,7 +290,8 @@ def fit_pcpca(target_y: Tensor, target_op: Operator, target_var: Tensor, backgro
     check_shapes(background_y, background_var)
     nt, nb = target_y.shape[0], background_y.shape[0]
     if gamma < 0 or gamma * nb >= nt:
-        raise ValueError(f"need 0 <= gamma * Nb < Nt for a bounded objective, got gamma={gamma}, Nb={nb}, Nt={nt}")
+        raise ConfigError(f"pcpca gamma: need 0 <= gamma * Nb < Nt for a bounded objective, got gamma={gamma},"
+                          f" Nb={nb}, Nt={nt}; lower the pcpca method's gamma")
     model = PCPCA(shape, latent, gamma).to(target_y)
     _initialise(model, target_y, target_op, background_y, background_op, generator)
     bt, bb = min(batch_size, nt), min(batch_size, nb)

@@ -24,6 +24,7 @@ from astropy.wcs import WCS
 
 from galsep.io import atomic_path
 from galsep.data.tiles import InputError, Tile, read_targets, read_tile
+from galsep.seeding import numpy_generator
 
 PAD = 3  # pixels of margin around a stamp for the kernel's support (2) plus rounding (1)
 TAPS = np.arange(-1, 3)  # pixels the cubic kernel reads around a sample point
@@ -175,7 +176,7 @@ def make_cutouts(
             rows["galaxies"].append(
                 _row(tile, images, var, all_x[i], all_y[i], size, targets[i], max_nan_fraction)
             )
-        rng = np.random.default_rng([seed, t_index])
+        rng = numpy_generator(seed, "cutouts", "randoms", tile.name)
         target_xy = np.stack([all_x, all_y], axis=1)
         for k, (x, y) in enumerate(
             random_positions(tile, target_xy, randoms_per_tile, size, random_min_distance, rng)

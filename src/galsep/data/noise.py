@@ -36,11 +36,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from galsep.errors import InputError
+
 READNOISE_KEYS = ("READNSEA", "READNSEB", "READNSEC", "READNSED")
 _RATE_UNITS = {"electrons/s", "electron/s", "e-/s", "e/s", "electrons/sec", "electrons/second"}
 
 
-class NoiseHeaderError(ValueError):
+class NoiseHeaderError(InputError):
     """A header lacks what the noise model needs."""
 
 

@@ -22,9 +22,11 @@ import h5py
 import numpy as np
 import torch
 
+from galsep.errors import ConfigError, InputError
 from galsep.io import atomic_path
 from galsep.data.normalise import Stretch
 from galsep.data.operators import PixelOperator, block_project
+from galsep.seeding import numpy_generator
 
 if TYPE_CHECKING:
     from galsep.inference.observations import Observations
@@ -77,10 +79,10 @@ def observe(
 def draw_factors(n: int, share_2x: float, share_4x: float, size: int, rng: np.random.Generator) -> np.ndarray:
     """Downsampling factor per observation: 2 and 4 with the given shares, 1 otherwise."""
     if share_2x + share_4x > 1:
-        raise ValueError(f"downsample_2x + downsample_4x = {share_2x + share_4x} exceeds 1")
+        raise ConfigError(f"views.downsample_2x + views.downsample_4x = {share_2x + share_4x} exceeds 1")
     for f, share in ((2, share_2x), (4, share_4x)):
         if share > 0 and size % f:
-            raise ValueError(f"cutout size {size} is not divisible by {f}, needed by downsample_{f}x")
+            raise ConfigError(f"cutouts.size = {size} is not divisible by {f}, needed by views.downsample_{f}x")
     return rng.choice([1, 2, 4], size=n, p=[1 - share_2x - share_4x, share_2x, share_4x])
 
 
@@ -103,7 +105,7 @@ def make_view(
     space, ``y = x_a + f x_b`` plus noise of the cutouts' variance, galaxies paired with random
     cutouts; the two mixed views use disjoint halves of the pairs).
     """
-    rng = np.random.default_rng([seed, sum(map(ord, view))])
+    rng = numpy_generator(seed, "views", view)
     if view in CONTRASTIVE:
         with h5py.File(cutout_paths[view], "r") as f:
             flux, ivar, mask = f["flux"][...], f["ivar"][...], f["mask"][...]
@@ -118,7 +120,7 @@ def make_view(
     elif view in ("mixed_galaxy", "mixed_random"):
         with h5py.File(cutout_paths["galaxies"], "r") as g, h5py.File(cutout_paths["randoms"], "r") as r:
             if "truth_galaxy" not in g:
-                raise ValueError("mixed views need synthetic data with truth (source: synthetic)")
+                raise InputError("mixed views need synthetic data with truth (source: synthetic)")
             n = min(len(g["object_id"]), len(r["object_id"]))
             half = slice(0, n // 2) if view == "mixed_galaxy" else slice(n // 2, 2 * (n // 2))
             index = np.arange(n)[half]
@@ -133,13 +135,13 @@ def make_view(
         var = stretch.variance(ivar)
         clean = coef[:, 0, None, None] * xg + coef[:, 1, None, None] * xr + rng.normal(size=xg.shape) * np.sqrt(var)
     else:
-        raise ValueError(f"unknown view {view!r}; expected randoms, galaxies, mixed_galaxy or mixed_random")
+        raise InputError(f"unknown view {view!r}; expected randoms, galaxies, mixed_galaxy or mixed_random")
 
     variance = stretch.variance(ivar)
     factor = draw_factors(len(ids), downsample_2x, downsample_4x, clean.shape[-1], rng)
     y, variance, mask = observe(clean, variance, mask, factor)
     if not np.isfinite(y).all() or not np.isfinite(variance).all():
-        raise ValueError(f"view {view}: non-finite values after normalisation")
+        raise InputError(f"view {view}: non-finite values after normalisation")
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         for key, arr in (("y", y), ("variance", variance), ("mask", mask)):
             f.create_dataset(key, data=arr, compression="gzip", compression_opts=1)

@@ -24,6 +24,7 @@ import torch
 
 from galsep.products.catalogue import build_dataset, gather_draws
 from galsep.evaluation.evaluate import evaluate_dataset, median_random
+from galsep.errors import InputError
 from galsep.io import atomic_path
 from galsep.data.normalise import Stretch
 from galsep.seeding import derive_seed
@@ -70,17 +71,37 @@ def write_method_metrics(method: str, shard_paths: Sequence[str], cutouts: str, 
 
 
 def read_benchmarks(paths: Sequence[str]) -> dict[str, float]:
-    """Summed wall seconds and the peak RSS [MB] over Snakemake benchmark files (missing ones: NaN)."""
-    seconds, rss = 0.0, 0.0
+    """Summed wall seconds and the peak RSS [MB] over Snakemake benchmark files.
+
+    A missing, empty or unreadable file raises :class:`InputError` naming it. A job faster than
+    Snakemake's first memory sample has ``max_rss`` NA: the peak is over the jobs that were sampled,
+    and an error when none was.
+    """
+    if not paths:
+        raise InputError("no benchmark files given: the compare rule passes every method's (method_benchmarks)")
+    seconds, sampled = 0.0, []
     for path in paths:
-        if not Path(path).exists():
-            return {"seconds": math.nan, "peak_rss_mb": math.nan}
-        with open(path) as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        # a benchmark file holds one row per repeat: the last one is the latest run
-        seconds += float(rows[-1]["s"])
-        rss = max(rss, float(rows[-1]["max_rss"]) if rows[-1]["max_rss"] not in ("", "-", "NA") else math.nan)
-    return {"seconds": seconds, "peak_rss_mb": rss}
+        if not Path(path).is_file():
+            raise InputError(f"benchmark file {path} is missing: rerun the job that makes it")
+        try:
+            with open(path) as f:
+                rows = list(csv.DictReader(f, delimiter="\t"))
+            # a benchmark file holds one row per repeat: the last one is the latest run
+            s, rss = rows[-1]["s"], rows[-1]["max_rss"]
+            s, rss = float(s), (None if rss in ("", "-", "NA") else float(rss))
+        except (OSError, IndexError, KeyError, TypeError, ValueError) as err:
+            raise InputError(f"benchmark file {path} is malformed ({type(err).__name__}: {err}): expected"
+                             " Snakemake's TSV with columns s and max_rss; delete it and rerun its job") from err
+        if not (math.isfinite(s) and s >= 0) or (rss is not None and not (math.isfinite(rss) and rss > 0)):
+            raise InputError(f"benchmark file {path} is malformed: s = {s}, max_rss = {rss}")
+        seconds += s
+        if rss is not None:
+            sampled.append(rss)
+    if not sampled:
+        raise InputError(f"no peak memory in the benchmark files {list(paths)}: every job ended before Snakemake"
+                         " sampled it (max_rss NA)")
+    peak = max(sampled)
+    return {"seconds": seconds, "peak_rss_mb": peak}
 
 
 def comparison(metric_paths: Sequence[str], benchmarks: Mapping[str, Mapping[str, Sequence[str]]]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 import xarray as xr
 
+from galsep.errors import InputError
 from galsep.io import atomic_path
 from galsep.data.normalise import Stretch
 from galsep.evaluation.metrics import PSNR_CONVENTION, flux_residual, psnr_images
@@ -40,7 +41,7 @@ def evaluate_dataset(ds: xr.Dataset, background: np.ndarray, stretch: Stretch, m
     ``background`` is the baselines' estimate of the random light, (H, W) e-/s (:func:`median_random`).
     """
     if "truth_galaxy" not in ds:
-        raise ValueError("the catalogue has no truth: evaluation needs source: synthetic")
+        raise InputError("the catalogue has no truth: evaluation needs source: synthetic")
     obs = np.nan_to_num(ds["observation"].values)
     mask = ds["mask"].values.astype(bool)
     tg, tr = np.nan_to_num(ds["truth_galaxy"].values), np.nan_to_num(ds["truth_random"].values)

@@ -12,10 +12,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from galsep.io import atomic_path  # noqa: E402
+from galsep.io import atomic_path, load_torch  # noqa: E402
 from galsep.data.normalise import Stretch  # noqa: E402
 
 
@@ -53,7 +52,7 @@ def posterior_grid(ds: xr.Dataset, path: Path, n: int = 6) -> None:
 
 def em_evolution(sample_paths: Sequence[str], path: Path, n: int = 5) -> None:
     """The galaxy chain's (or the last chain's) E-step samples of the same objects, lap by lap."""
-    runs = [torch.load(p, map_location="cpu", weights_only=False) for p in sample_paths]
+    runs = [load_torch(p) for p in sample_paths]
     chain = "galaxy" if any(r["chain"] == "galaxy" for r in runs) else runs[-1]["chain"]
     runs = sorted((r for r in runs if r["chain"] == chain), key=lambda r: r["lap"])
     k = runs[0]["sources"].index("galaxy") if "galaxy" in runs[0]["sources"] else 0
@@ -74,7 +73,7 @@ def loss_curves(lap_paths: Sequence[str], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     curves: dict[str, list[np.ndarray]] = {}
     for p in lap_paths:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+        ckpt = load_torch(p)
         for source, losses in ckpt.get("losses", {}).items():
             curves.setdefault(f"{ckpt['chain']}/{source}", []).append(np.asarray(losses))
     for name, laps in curves.items():

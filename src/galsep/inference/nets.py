@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from galsep.errors import ConfigError
+
 
 def sinusoidal_embedding(x: Tensor, features: int, omega: float = 1e4) -> Tensor:
     """Transformer positional encoding of a scalar, (B,) -> (B, features); frequencies 1 down to 1/omega."""
@@ -81,7 +83,7 @@ class AttentionBlock(nn.Module):
     def __init__(self, channels: int, emb_features: int, heads: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
         if channels % heads:
-            raise ValueError(f"channels {channels} not divisible by heads {heads}")
+            raise ConfigError(f"channels {channels} not divisible by heads {heads} (network.channels, network.heads)")
         self.heads = heads
         self.dropout = dropout
         self.norm = _norm(channels)

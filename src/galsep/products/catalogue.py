@@ -21,8 +21,9 @@ import torch
 import xarray as xr
 
 from galsep import __version__
-from galsep.io import atomic_path, sha256_file
+from galsep.io import atomic_path, load_torch, sha256_file
 from galsep.data.normalise import Stretch, split_flux
+from galsep.errors import InputError
 
 QUANTILES = (0.16, 0.5, 0.84)
 ZEROPOINT_AB = 25.937  # ACS/WFC F814W AB zeropoint for e-/s (synthetic tiles use the same)
@@ -31,16 +32,16 @@ ZEROPOINT_AB = 25.937  # ACS/WFC F814W AB zeropoint for e-/s (synthetic tiles us
 def gather_draws(shard_paths: Sequence[str]) -> tuple[np.ndarray, list[str], str]:
     """Concatenate separation shards in row order: (N, S, K, H, W) normalised draws, source names and
     the method that made them (see :mod:`galsep.separation`)."""
-    parts = sorted((torch.load(p, map_location="cpu", weights_only=False) for p in shard_paths),
+    parts = sorted((load_torch(p) for p in shard_paths),
                    key=lambda d: d["rows"][0])
     stop = 0
     for d in parts:
         if d["rows"][0] != stop:
-            raise ValueError(f"posterior shards do not tile the rows: gap or overlap at row {stop}")
+            raise InputError(f"posterior shards do not tile the rows: gap or overlap at row {stop}")
         stop = d["rows"][1]
     methods = {d.get("method", "ddprism") for d in parts}
     if len(methods) > 1:
-        raise ValueError(f"shards of different methods {sorted(methods)} cannot make one catalogue")
+        raise InputError(f"shards of different methods {sorted(methods)} cannot make one catalogue")
     return torch.cat([d["draws"] for d in parts]).numpy(), parts[0]["sources"], methods.pop()
 
 
@@ -52,7 +53,7 @@ def build_dataset(
         cut = {k: f[k][...] for k in f}
     n = len(cut["object_id"])
     if draws.shape[0] != n:
-        raise ValueError(f"{draws.shape[0]} posterior rows for {n} galaxy cutouts")
+        raise InputError(f"{draws.shape[0]} posterior rows for {n} galaxy cutouts")
     gal_n, ran_n = draws[:, :, sources.index("galaxy")], draws[:, :, sources.index("random")]
     galaxy, random = split_flux(stretch, gal_n, ran_n)
     flux = galaxy.sum(axis=(-2, -1))  # (N, S) e-/s inside the cutout

@@ -10,6 +10,8 @@ import galsim
 import numpy as np
 from scipy import ndimage, optimize, special
 
+from galsep.errors import ConfigError
+
 WAVELENGTH = 814e-9  # F814W pivot [m]
 DIAMETER = 2.4  # HST primary [m]
 OBSCURATION = 0.33  # linear central obscuration of HST
@@ -51,7 +53,7 @@ def hst_psf(fwhm: float) -> galsim.GSObject:
     airy = galsim.Airy(lam_over_diam=lod, obscuration=OBSCURATION)
     if fwhm <= floor * 1.001:
         if fwhm < floor * 0.99:
-            raise ValueError(f'psf_fwhm = {fwhm}" is below HST\'s diffraction limit at 814 nm ({floor:.3f}")')
+            raise ConfigError(f'synthetic.psf_fwhm = {fwhm}" is below HST\'s diffraction limit at 814 nm ({floor:.3f}")')
         return airy
     sigma = optimize.brentq(lambda s: _fwhm(s, lod, OBSCURATION) - fwhm, 1e-4, fwhm, xtol=1e-6)
     return galsim.Convolve(airy, galsim.Gaussian(sigma=sigma))

@@ -15,8 +15,10 @@ from astropy.wcs import WCS
 
 from galsep.io import atomic_path
 from galsep.data.noise import inverse_variance, noise_parameters
+from galsep.errors import ConfigError
 from galsep.sources.synthetic import observe, population, render
 from galsep.sources.synthetic.psf import hst_psf
+from galsep.seeding import numpy_generator
 
 DEFAULT_STAR_MAG_RANGE = (17.0, 25.0)
 TARGET_HLR_RANGE = (0.06, 1.5)  # clip of disk half-light radii [arcsec]
@@ -92,8 +94,9 @@ def make_tile(
 
     Args:
         params: the ``synthetic`` config plus ``pixel_scale`` [arcsec] and ``cutout_size`` [pixels].
-        seed: seed of the field; tile ``index`` draws from the stream of (seed, index), so one seed for
-            all tiles gives independent tiles, and the same (seed, index) gives the same files.
+        seed: seed of the field; tile ``index`` draws from the stream of key ("synthetic", "tile", index)
+            (:func:`galsep.seeding.numpy_generator`), so one seed for all tiles gives independent
+            tiles, and the same (seed, index) gives the same files.
         tile_path: FITS tile with SCI [e-/s] and WHT [s] extensions, like an ACS/WFC F814W drz.
         truth_path: HDF5 with ``noiseless`` and ``noise`` (H, W), ``components/*`` (H, W) and
             ``targets/{object_id}`` stamps (attrs x0, y0: tile pixel of the stamp's [0, 0]).
@@ -105,7 +108,7 @@ def make_tile(
     cutout = int(params.get("cutout_size", 64))
     edge = int(params["edge_width"])
     n_targets = int(params["targets_per_tile"])
-    rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+    rng = numpy_generator(seed, "synthetic", "tile", index)
 
     wcs = observe.tile_wcs(index, shape, float(params["ra"]), float(params["dec"]), scale, rng)
     wht = observe.exposure_map(
@@ -118,7 +121,7 @@ def make_tile(
 
     margin = edge + cutout / 4
     if n - 1 - 2 * margin <= 0:
-        raise ValueError(f"tile_size {n} leaves no room for targets {margin} pixels from the edges")
+        raise ConfigError(f"synthetic.tile_size = {n} leaves no room for targets {margin} pixels from the edges")
     inside = (margin, n - 1 - margin, margin, n - 1 - margin)
     around = (-OUTSIDE, n - 1 + OUTSIDE, -OUTSIDE, n - 1 + OUTSIDE)
     targets = population.galaxies(
