@@ -167,10 +167,12 @@ def final_outputs():
     return outputs
 
 
-# The MAST source (rules/mast.smk): its settings, and the products table its checkpoint writes.
-from galsep.sources.mast import DEFAULT_CONFIG, merged_config, read_products
+# The MAST source (rules/mast.smk): its settings, and the products table its checkpoint writes. The
+# mast section's defaults come from workflow/schemas/config.schema.yaml (filled in by the Snakefile's
+# validate); the products module imports no astropy or torch, so parsing stays light.
+from galsep.sources.mast.products import read_products
 
-MAST = merged_config(DEFAULT_CONFIG, config.get("mast", {}))
+MAST = config["mast"]
 MAST_PRODUCTS = "resources/mast/products.ecsv"
 
 
@@ -184,8 +186,9 @@ def _products(path):
     return _products_cached(path, os.stat(path).st_mtime_ns)[0]
 
 
-def _product(tile, key):
-    """One value of a tile's row of the products table (for params of the download job)."""
+def mast_download_params(wildcards):
+    """Settings of one tile's download: its product (the tile's row of the products table, read after
+    the checkpoint) and the mast.download section."""
     path = checkpoints.mast_products.get().output[0]
-    rows = _products_cached(path, os.stat(path).st_mtime_ns)[1]
-    return str(rows[tile][key])
+    row = _products_cached(path, os.stat(path).st_mtime_ns)[1][wildcards.tile]
+    return as_json(uri=str(row["dataURI"]), size=int(row["size"]), **MAST["download"])

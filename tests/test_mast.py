@@ -1,15 +1,21 @@
-"""The real-data source, offline: MAST and VizieR replayed from recorded-format responses.
+"""The real-data source (galsep.sources.mast), offline: MAST and VizieR replayed from recorded responses.
 
 Like astroquery's own tests, the request layer is patched (``PortalAPI._request`` for the MAST portal,
 ``requests.Session.request`` for VizieR) and serves the files in ``tests/data/mast``; downloads go to
 a fake HTTP server that serves a generated drizzled tile with a real ACS-like header and can drop the
-connection or be unreachable. Live tests are marked ``remote_data`` and skipped by default.
+connection or be unreachable. The settings are the ``mast:`` defaults of the config schema, filled in
+by Snakemake's ``validate`` as in the workflow. Live tests are marked ``remote_data`` and skipped by
+default.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+import logging
 import re
+import shlex
 import subprocess
 import sys
 import urllib.parse
@@ -18,12 +24,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import yaml
 from astropy.io import fits
 from astropy.table import Table
 from astroquery.mast import discovery_portal
 from astroquery.utils.mocks import MockResponse
 
-from galsep.sources import mast
+from galsep.sources.mast import MastError, download, query, targets
+from galsep.sources.mast.__main__ import main
+from galsep.sources.mast.products import read_products
 from galsep.sources.synthetic.observe import wcs_header
 from galsep.data.tiles import read_tile
 
@@ -31,7 +40,79 @@ from conftest import make_wcs
 
 DATA = Path(__file__).parent / "data" / "mast"
 REPO = Path(__file__).resolve().parents[1]
-SPEC = mast.QuerySpec(exclude=("COSMOS18-11B",))
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def validated(mast: dict | None) -> dict:
+    """The ``mast:`` section as the workflow sees it: config.yaml with ``mast`` (absent if None) validated
+    against the schema by Snakemake, which fills in the defaults."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config.pop("mast", None)
+    if mast is not None:
+        config["mast"] = copy.deepcopy(mast)
+    validate(config, str(SCHEMA))
+    return config["mast"]
+
+
+DEFAULTS = validated({})
+SPEC = dataclasses.replace(query.QuerySpec.from_config(DEFAULTS), exclude=("COSMOS18-11B",))
+COLUMNS = targets.CatalogueColumns.from_config(DEFAULTS["gzh"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings and the command line
+
+
+def test_mast_defaults_come_from_the_schema():
+    """No mast section, an empty one or a partial nested one: validate fills every default, at every level."""
+    for mast in (None, {}):
+        m = validated(mast)
+        assert m["proposal_ids"] == [9822, 10092] and m["filter"] == "F814W" and m["tiles_limit"] is None
+        assert m["exclude_tiles"] == ["COSMOS18-11B", "COSMOS33-08B", "COSMOS09-15A"]
+        assert m["download"] == {"retries": 5, "backoff": 10.0, "timeout": 300.0,
+                                 "cache_dir": "resources/mast/downloads"}
+        assert m["gzh"]["source"] == "files" and m["gzh"]["id_column"] == "zooniverse_id"
+        assert m["gzh"]["mag_column"] is None and m["gzh"]["keep_columns"] == []
+    m = validated({"tiles_limit": 2, "download": {"retries": 1}, "gzh": {"source": "vizier"}})
+    assert m["tiles_limit"] == 2 and m["match_radius"] == 20.0
+    assert m["download"] == {**DEFAULTS["download"], "retries": 1}
+    assert m["gzh"] == {**DEFAULTS["gzh"], "source": "vizier"}
+    # every key says what it is and has its default in the schema
+    section = yaml.safe_load(SCHEMA.read_text())["properties"]["mast"]
+
+    def keys(node, prefix):
+        for key, sub in node["properties"].items():
+            yield prefix + key, sub
+            if sub.get("type") == "object":
+                yield from keys(sub, f"{prefix}{key}.")
+
+    assert [k for k, sub in keys(section, "mast.") if not {"description", "default"} <= set(sub)] == []
+
+
+def test_parsing_the_workflow_imports_no_astropy_or_torch():
+    """rules/common.smk imports the products module when the Snakefile is parsed: it must stay light."""
+    code = ("import sys, galsep.sources.mast.products; "
+            "print(sorted(m for m in ('astropy', 'torch', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``python -m galsep.sources.mast STAGE --params JSON ARGS`` in-process: (exit status, stderr)."""
+    log = logging.getLogger("galsep")
+    before = list(log.handlers)
+
+    def call(stage: str, params: dict, *args: str) -> tuple[int, str]:
+        status = main([stage, "--params", json.dumps(params), *args])
+        return status, capsys.readouterr().err
+
+    yield call
+    for handler in log.handlers[len(before):]:  # galsep.cli.logger adds handlers on every call
+        handler.close()
+    log.handlers[:] = before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,7 +147,7 @@ def portal(monkeypatch):
 
 
 def test_query_sends_the_cosmos_criteria(portal):
-    obs = mast.query_observations(SPEC)
+    obs = query.query_observations(SPEC)
     assert len(obs) == 7
     service, params = next(c for c in portal if c[0] == "Mast.Caom.Filtered")
     filters = {f["paramName"]: f["values"] for f in params["filters"]}
@@ -78,21 +159,21 @@ def test_query_sends_the_cosmos_criteria(portal):
 
 
 def test_tile_selection_longest_exposure_and_exclusion(portal):
-    chosen = mast.select_tiles(mast.query_observations(SPEC), SPEC)
+    chosen = query.select_tiles(query.query_observations(SPEC), SPEC)
     # one tile per pointing: the 507 s re-observation of COSMOS01-01 loses to the 2028 s one;
     # COSMOS18-11B (longer, but excluded) lets COSMOS18-11A through; the COSMOS30-08 tie goes to
     # the smaller obs_id
     assert list(chosen["tile"]) == ["j8pu01010", "j8pu02010", "j9cv18110", "j9cv30080"]
-    no_exclusion = mast.select_tiles(mast.query_observations(SPEC), mast.QuerySpec())
+    no_exclusion = query.select_tiles(query.query_observations(SPEC), dataclasses.replace(SPEC, exclude=()))
     assert "j9cv18120" in no_exclusion["tile"] and "j9cv18110" not in no_exclusion["tile"]
-    limited = mast.select_tiles(mast.query_observations(SPEC), mast.QuerySpec(exclude=SPEC.exclude, tiles_limit=2))
+    limited = query.select_tiles(query.query_observations(SPEC), dataclasses.replace(SPEC, tiles_limit=2))
     assert list(limited["tile"]) == ["j8pu01010", "j8pu02010"]
 
 
 def test_products_table_has_one_drizzled_product_per_tile(portal, tmp_path):
     out = tmp_path / "products.ecsv"
-    mast.write_products(SPEC, out)
-    table = mast.read_products(out)
+    query.write_products(SPEC, out)
+    table = read_products(out)
     assert list(table["tile"]) == ["j8pu01010", "j8pu02010", "j9cv18110", "j9cv30080"]
     assert all(uri == f"mast:HST/product/{t}_drz.fits" for uri, t in zip(table["dataURI"], table["tile"]))
     assert set(table["exptime"]) == {2028.0, 1800.0}
@@ -101,18 +182,17 @@ def test_products_table_has_one_drizzled_product_per_tile(portal, tmp_path):
     assert sorted(params["obsid"].split(",")) == ["2003001001", "2003001003", "2003002001", "2003002003"]
 
 
-def test_offline_query_is_one_clear_line(monkeypatch, tmp_path, capsys):
+def test_offline_query_is_one_clear_line(monkeypatch, tmp_path, cli):
     monkeypatch.setattr(discovery_portal.PortalAPI, "_column_configs", {})
 
     def unreachable(self, *args, **kwargs):
         raise requests.exceptions.ConnectionError("Failed to resolve 'mast.stsci.edu'")
 
     monkeypatch.setattr(discovery_portal.PortalAPI, "_request", unreachable)
-    status = mast.main(["query", "--output", str(tmp_path / "p.ecsv"), "--proposal-ids", "9822",
-                        "--filter", "F814W", "--provenance", "CALACS"])
-    err = capsys.readouterr().err
-    assert status == 1
-    assert err.startswith("error: cannot reach MAST") and "Traceback" not in err
+    status, err = cli("query", {**DEFAULTS, "timeout": 5.0}, "--out", str(tmp_path / "p.ecsv"))
+    assert status == 2
+    assert "galsep.sources.mast query: cannot reach MAST" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "p.ecsv").exists()
 
 
@@ -206,7 +286,7 @@ URI = "mast:HST/product/j8pu01010_drz.fits"
 def test_download_writes_a_tile_the_pipeline_reads(tmp_path, drz_bytes):
     out = tmp_path / "tiles" / "j8pu01010.fits"
     archive = FakeArchive(drz_bytes, watch=out)
-    mast.download_tile(URI, out, cache_dir=tmp_path / "cache", session=archive, size=len(drz_bytes))
+    download.download_tile(URI, out, cache_dir=tmp_path / "cache", session=archive, size=len(drz_bytes))
     assert out.read_bytes() == drz_bytes
     assert archive.requests[0]["url"].endswith("Download/file?uri=mast:HST/product/j8pu01010_drz.fits")
     tile = read_tile(out)
@@ -220,7 +300,7 @@ def test_interrupted_download_resumes_from_the_bytes_it_has(tmp_path, drz_bytes)
     out = tmp_path / "tiles" / "t.fits"
     archive = FakeArchive(drz_bytes, drops=[40960], watch=out)
     sleeps: list[float] = []
-    mast.download_tile(URI, out, cache_dir=tmp_path / "cache", session=archive, backoff=2.0, sleep=sleeps.append)
+    download.download_tile(URI, out, cache_dir=tmp_path / "cache", session=archive, backoff=2.0, sleep=sleeps.append)
     assert out.read_bytes() == drz_bytes
     assert "Range" not in archive.requests[0]
     assert archive.requests[1]["Range"] == "bytes=40960-"  # only the missing part is asked for
@@ -232,14 +312,14 @@ def test_failed_download_leaves_no_tile_and_the_next_run_resumes(tmp_path, drz_b
     cache = tmp_path / "cache"
     archive = FakeArchive(drz_bytes, drops=[8192, 0, 0, 0])
     sleeps: list[float] = []
-    with pytest.raises(mast.MastError, match="after 4 attempts") as info:
-        mast.download_tile(URI, out, cache_dir=cache, session=archive, retries=3, backoff=1.0, sleep=sleeps.append)
+    with pytest.raises(MastError, match="after 4 attempts") as info:
+        download.download_tile(URI, out, cache_dir=cache, session=archive, retries=3, backoff=1.0, sleep=sleeps.append)
     assert "next run resumes" in str(info.value)
     assert sleeps == [1.0, 2.0, 4.0]  # exponential backoff
     assert not out.exists() and not (cache / "j8pu01010_drz.fits").exists()
     assert (cache / ".j8pu01010_drz.fits.part").stat().st_size == 8192
     archive = FakeArchive(drz_bytes)
-    mast.download_tile(URI, out, cache_dir=cache, session=archive, sleep=lambda s: None)
+    download.download_tile(URI, out, cache_dir=cache, session=archive, sleep=lambda s: None)
     assert archive.requests[0]["Range"] == "bytes=8192-"
     assert out.read_bytes() == drz_bytes
 
@@ -255,32 +335,33 @@ def test_corrupt_download_is_refetched_not_published(tmp_path, drz_bytes):
             return super().get(*args, **kwargs)
 
     archive = Flaky(drz_bytes)
-    mast.download_tile(URI, out, cache_dir=tmp_path / "cache", session=archive, sleep=lambda s: None)
+    download.download_tile(URI, out, cache_dir=tmp_path / "cache", session=archive, sleep=lambda s: None)
     assert len(archive.requests) == 2 and "Range" not in archive.requests[1]  # restarted, not resumed
     assert out.read_bytes() == drz_bytes
 
 
 def test_cached_download_needs_no_network(tmp_path, drz_bytes):
     cache = tmp_path / "cache"
-    mast.download_tile(URI, tmp_path / "a.fits", cache_dir=cache, session=FakeArchive(drz_bytes))
+    download.download_tile(URI, tmp_path / "a.fits", cache_dir=cache, session=FakeArchive(drz_bytes))
     offline = FakeArchive(drz_bytes, offline=True)
-    mast.download_tile(URI, tmp_path / "b.fits", cache_dir=cache, session=offline)
+    download.download_tile(URI, tmp_path / "b.fits", cache_dir=cache, session=offline)
     assert offline.requests == [] and (tmp_path / "b.fits").read_bytes() == drz_bytes
 
 
-def test_offline_download_is_one_clear_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(mast.time, "sleep", lambda s: None)
+def test_offline_download_is_one_clear_line(tmp_path, monkeypatch, cli):
+    monkeypatch.setattr(download.time, "sleep", lambda s: None)
 
     def unreachable(self, method, url, **kwargs):
         raise requests.exceptions.ConnectionError("Max retries exceeded with url: /api/v0.1/Download/file")
 
     monkeypatch.setattr(requests.Session, "request", unreachable)
     out = tmp_path / "tiles" / "t.fits"
-    status = mast.main(["download", "--uri", URI, "--output", str(out), "--cache-dir", str(tmp_path / "c"),
-                        "--retries", "2"])
-    err = capsys.readouterr().err
-    assert status == 1 and "Traceback" not in err
-    assert err.startswith("error: could not download") and "ConnectionError" in err and "network" in err
+    params = {**DEFAULTS["download"], "uri": URI, "size": -1, "retries": 2, "cache_dir": str(tmp_path / "c")}
+    status, err = cli("download", params, "--out", str(out))
+    assert status == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # after a warning per failed attempt
+    assert "galsep.sources.mast download: could not download" in last and "after 3 attempts" in last
+    assert "ConnectionError" in last and "network" in last
     assert not out.exists()
 
 
@@ -291,8 +372,8 @@ def test_http_refusal_is_not_retried(tmp_path):
             return FakeResponse(401)
 
     archive = Refusing(b"")
-    with pytest.raises(mast.MastError, match="HTTP 401"):
-        mast.download_tile(URI, tmp_path / "t.fits", cache_dir=tmp_path / "c", session=archive, sleep=lambda s: None)
+    with pytest.raises(MastError, match="HTTP 401"):
+        download.download_tile(URI, tmp_path / "t.fits", cache_dir=tmp_path / "c", session=archive, sleep=lambda s: None)
     assert len(archive.requests) == 1
 
 
@@ -344,8 +425,8 @@ def test_footprint_gap_and_overlap_assignment(tmp_path):
     r5, d5 = next((r, d) for r, d in box if outside(wa, r, d) and outside(wb, r, d))
     ra.append(float(r5))
     dec.append(float(d5))
-    targets = Table({"object_id": np.arange(1, 6, dtype=np.int64), "ra": ra, "dec": dec})
-    out = mast.assign_tiles(targets, [a, b], edge_cap=32)
+    galaxies = Table({"object_id": np.arange(1, 6, dtype=np.int64), "ra": ra, "dec": dec})
+    out = targets.assign_tiles(galaxies, [a, b], edge_cap=32)
     assert dict(zip(out["object_id"], out["tile"])) == {1: "a", 3: "b", 4: "a"}
 
 
@@ -370,9 +451,9 @@ def _catalogue_files(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_catalogue_files_joined_and_filtered(tmp_path):
     mp, gp = _catalogue_files(tmp_path)
-    table, source = mast.read_catalogue_files([mp, gp], "zooniverse_id")
-    cols = mast.CatalogueColumns(keep=("Z_BEST", "t01_smooth_or_features_a01_smooth_weighted_fraction"))
-    gal = mast.select_galaxies(table, cols, source)
+    table, source = targets.read_catalogue_files([mp, gp], "zooniverse_id")
+    cols = dataclasses.replace(COLUMNS, keep=("Z_BEST", "t01_smooth_or_features_a01_smooth_weighted_fraction"))
+    gal = targets.select_galaxies(table, cols, source)
     # AHZ2 flagged as star/artefact, AHZ4 is not COSMOS imaging
     assert list(gal["catalogue_id"]) == ["AHZ1", "AHZ3"]
     assert list(gal["t01_smooth_or_features_a01_smooth_weighted_fraction"]) == [0.8, 0.1]  # joined by id
@@ -380,13 +461,13 @@ def test_catalogue_files_joined_and_filtered(tmp_path):
     assert np.all(np.isnan(gal["mag"]))  # no magnitude column configured
 
 
-def test_missing_column_names_the_column_and_the_file(tmp_path, capsys):
+def test_missing_column_names_the_column_and_the_file(tmp_path, cli):
     mp, gp = _catalogue_files(tmp_path)
     tile = _tile(tmp_path / "a.fits", (50, 50), 150.1, 2.2, 0.0)
-    status = mast.main(["targets", "--tiles", str(tile), "--output", str(tmp_path / "t.ecsv"),
-                        "--catalogues", str(mp), str(gp), "--artifact-column", "t01_star_flag"])
-    err = capsys.readouterr().err
-    assert status == 1 and "Traceback" not in err
+    params = {"gzh": {**DEFAULTS["gzh"], "artifact_column": "t01_star_flag"}, "edge_margin": 64, "timeout": 5.0}
+    status, err = cli("targets", params, "--tiles", str(tile), "--catalogues", str(mp), str(gp),
+                      "--out", str(tmp_path / "t.ecsv"))
+    assert status == 2 and "Traceback" not in err
     assert "'t01_star_flag'" in err and "metadata_main.csv" in err and "gz_hubble_main.csv" in err
 
 
@@ -400,8 +481,8 @@ def test_targets_from_a_replayed_vizier_votable(tmp_path, monkeypatch):
     monkeypatch.setattr(requests.Session, "request", replay)
     tile = _tile(tmp_path / "j8pu01010.fits", (400, 400), 150.1, 2.2, 12.0)
     out = tmp_path / "targets.ecsv"
-    cols = mast.CatalogueColumns(mag="MAG_BEST_HI")
-    mast.write_targets([tile], out, cols, vizier="J/MNRAS/464/4176")
+    cols = dataclasses.replace(COLUMNS, mag="MAG_BEST_HI")
+    targets.write_targets([tile], out, cols, vizier="J/MNRAS/464/4176")
     assert "-source=J/MNRAS/464/4176" in seen[0] and "-out.max=unlimited" in seen[0]  # row_limit=-1
     t = Table.read(out, format="ascii.ecsv")
     # AHZ2000003 flagged, AHZ3000001 is GEMS imaging, AHZ2000005 lies 60" away, off the 20" tile
@@ -415,34 +496,66 @@ def test_targets_from_a_replayed_vizier_votable(tmp_path, monkeypatch):
 # Workflow wiring and live tests
 
 
+def _stage_params(text: str, stage: str) -> list[dict]:
+    """The --params of each ``python -m galsep.sources.mast STAGE`` shell command of a dry run."""
+    found = []
+    for line in re.findall(rf"^Shell command: (python -m galsep\.sources\.mast {stage} .*)$", text, re.M):
+        argv = shlex.split(line)
+        found.append(json.loads(argv[argv.index("--params") + 1]))
+    return found
+
+
 def test_rules_dry_run(tmp_path):
-    """The real workflow with source: mast plans one download per tile of the products table,
-    the targets, and the downstream stages."""
+    """The real workflow with source: mast plans the query first, then one download per tile of the
+    products table, the targets, and the downstream stages; every mast stage gets its settings as one
+    --params JSON object that the stage's own parser reads."""
     from workflow import copy_workflow, snakemake
 
     wf = copy_workflow(tmp_path / "wf")
+    (wf / "gz_hubble_main.csv").write_text("zooniverse_id\n")
+    (wf / "mast.yaml").write_text("source: mast\nmast:\n  tiles_limit: 2\n  gzh:\n    catalogues: [gz_hubble_main.csv]\n")
+    args = ("-n", "-p", "--cores", "1", "--configfile", "config.yaml", "mast.yaml")
+    # before the query, only the checkpoint can be planned
+    text = (lambda r: r.stdout + r.stderr)(snakemake(wf, *args))
+    assert re.search(r"^mast_products\s+1$", text, re.M) and "rule mast_tile" not in text, text
+    (query_params,) = _stage_params(text, "query")
+    assert query.QuerySpec.from_config(query_params) == dataclasses.replace(
+        query.QuerySpec.from_config(DEFAULTS), tiles_limit=2)
+    assert query_params["timeout"] == 300.0 and "gzh" not in query_params and "download" not in query_params
+
     (wf / "resources" / "mast").mkdir(parents=True)
     table = Table({"tile": ["j8pu01010", "j9cv18110"], "dataURI": [f"mast:HST/product/{t}_drz.fits" for t in
                    ("j8pu01010", "j9cv18110")], "size": [216581760, 216581760]})
     table.write(wf / "resources" / "mast" / "products.ecsv", format="ascii.ecsv")
-    (wf / "gz_hubble_main.csv").write_text("zooniverse_id\n")
-    (wf / "mast.yaml").write_text("source: mast\nmast:\n  gzh:\n    catalogues: [gz_hubble_main.csv]\n")
-    result = snakemake(wf, "-n", "--cores", "1", "--quiet", "rules", "--configfile", "config.yaml", "mast.yaml")
-    text = result.stdout + result.stderr
-    assert re.search(r"mast_tile\s+2", text) and re.search(r"mast_targets\s+1", text), text
-    assert re.search(r"cutouts\s+1", text) and "synthetic_tile" not in text, text
+    text = (lambda r: r.stdout + r.stderr)(snakemake(wf, *args))
+    assert re.search(r"^mast_tile\s+2$", text, re.M) and re.search(r"^mast_targets\s+1$", text, re.M), text
+    assert re.search(r"^cutouts\s+1$", text, re.M) and "synthetic_tile" not in text, text
+    downloads = sorted(_stage_params(text, "download"), key=lambda p: p["uri"])
+    assert downloads == [{**DEFAULTS["download"], "uri": f"mast:HST/product/{t}_drz.fits", "size": 216581760}
+                         for t in ("j8pu01010", "j9cv18110")]
+    (target_params,) = _stage_params(text, "targets")
+    assert target_params == {"gzh": {**DEFAULTS["gzh"], "catalogues": ["gz_hubble_main.csv"]},
+                             "edge_margin": 64, "timeout": 300.0}
+    assert "--catalogues gz_hubble_main.csv" in text
+    # the commands parse with the stage command line's own parser
+    (line,) = re.findall(r"^Shell command: python -m galsep\.sources\.mast (targets .*?) >", text, re.M)
+    from galsep.sources.mast.__main__ import parser
+
+    parsed = parser().parse_args(shlex.split(line))
+    assert parsed.tiles == ["resources/tiles/j8pu01010.fits", "resources/tiles/j9cv18110.fits"]
+    assert parsed.out == "resources/targets.ecsv" and json.loads(parsed.params) == target_params
 
 
 @pytest.mark.remote_data
 def test_live_query_finds_cosmos_tiles(tmp_path):
-    table = mast.write_products(mast.QuerySpec(tiles_limit=2), tmp_path / "products.ecsv")
+    table = query.write_products(dataclasses.replace(SPEC, exclude=(), tiles_limit=2), tmp_path / "products.ecsv")
     assert len(table) == 2 and all(str(u).endswith("_drz.fits") for u in table["dataURI"])
 
 
 @pytest.mark.remote_data
 def test_live_download_one_tile(tmp_path):
-    table = mast.write_products(mast.QuerySpec(tiles_limit=1), tmp_path / "products.ecsv")
-    out = mast.download_tile(str(table["dataURI"][0]), tmp_path / "tile.fits", cache_dir=tmp_path / "cache",
+    table = query.write_products(dataclasses.replace(SPEC, exclude=(), tiles_limit=1), tmp_path / "products.ecsv")
+    out = download.download_tile(str(table["dataURI"][0]), tmp_path / "tile.fits", cache_dir=tmp_path / "cache",
                              size=int(table["size"][0]))
     assert read_tile(out).sci.ndim == 2
 
@@ -466,9 +579,9 @@ def test_real_tile_runs_through_cutouts_and_views(tmp_path):
     rows = [f"AHZ{i},{ra},{dec},COSMOS,0" for i, (ra, dec) in enumerate(zip(*radec), start=2000001)]
     csv.write_text("zooniverse_id,RA,DEC,imaging,t01_smooth_or_features_a03_star_or_artifact_flag\n"
                    + "\n".join(rows) + "\n")
-    targets = tmp_path / "targets.ecsv"
-    mast.write_targets([tile], targets, mast.CatalogueColumns(), catalogues=[csv])
-    counts = make_cutouts([tile], targets, tmp_path / "g.h5", tmp_path / "r.h5", size=32, randoms_per_tile=5,
+    targets_out = tmp_path / "targets.ecsv"
+    targets.write_targets([tile], targets_out, COLUMNS, catalogues=[csv])
+    counts = make_cutouts([tile], targets_out, tmp_path / "g.h5", tmp_path / "r.h5", size=32, randoms_per_tile=5,
                           random_min_distance=40, max_nan_fraction=0.2, seed=0, log=lambda s: None)
     assert counts["galaxies"] == 3 and counts["randoms"] > 0
     for view in ("galaxies", "randoms"):
