@@ -99,7 +99,8 @@ def data_card(ds: xr.Dataset, metrics: Mapping[str, Any] | None, checksums: Mapp
         lines.append(f"| {field} | {', '.join(var.dims)} | {var.attrs.get('units', '')} | "
                      f"{var.attrs.get('description', '')} |")
     lines += ["", "## Provenance",
-              f"- weights that made the draws (priors or fitted model) and their SHA256: `{ds.attrs['prior_checkpoints']}`",
+              "- weights that made the draws (priors or fitted model) and their SHA256: "
+              f"`{ds.attrs['prior_checkpoints']}`",
               f"- software versions: `{ds.attrs['versions']}`",
               "- the config is in the store's attribute `config`: all of it except `compare` and the `methods:` "
               "settings of the methods that did not make the catalogue"]
