@@ -34,18 +34,59 @@ def summary_table(ds: xr.Dataset) -> Table:
     return t
 
 
+# How each separation method made the draws, for the data card (config ``method``; see galsep.separation).
+_EM_PRIORS = ("A diffusion-model prior for galaxies and one for the contaminating light were learned from the "
+              "cutouts by expectation-maximisation (DDPRISM, Wagner-Carena, Akhmetzhanova & Erickson 2025)")
+_CONTRASTIVE = ("fitted on the random cutouts (contaminating light alone) and the galaxy cutouts (galaxy + "
+                "contaminating light) with the same masks and observation operators")
+METHOD_DESCRIPTIONS = {
+    "ddprism": ("DDPRISM", f"{_EM_PRIORS}, and every galaxy's joint posterior was sampled with moment-matching "
+                "posterior sampling."),
+    "gibbs": ("DDPRISM's Gibbs sampler", f"{_EM_PRIORS}; every galaxy's posterior was sampled by Gibbs "
+              "sampling, one source at a time against the residual (DDPRISM appendix B, after Heurtel-Depeiges "
+              "et al. 2024)."),
+    "basis": ("BASIS", f"{_EM_PRIORS}; every galaxy was separated by BASIS (Jayaram & Thickstun 2020), annealed "
+              "Langevin dynamics with the priors' scores."),
+    "pcpca": ("PCPCA", f"Probabilistic contrastive PCA (PCPCA, Li, Jones & Engelhardt 2020) was {_CONTRASTIVE}. "
+              "It models the galaxy alone: the contaminating light of a draw is the observation minus the galaxy "
+              "draw on observed pixels."),
+    "clvm_linear": ("CLVM (linear)", f"A linear contrastive latent variable model (CLVM, Severson, Ghosh & Ng "
+                    f"2019; exact likelihood) was {_CONTRASTIVE}; the draws come from its posterior."),
+    "clvm_vae": ("CLVM (VAE)", "A contrastive latent variable model with MLP encoder and decoders (CLVM-VAE, "
+                 f"after Severson, Ghosh & Ng 2019; trained on the ELBO) was {_CONTRASTIVE}; the draws come "
+                 "from its approximate posterior."),
+    "nes": ("Neural Egg Separation", "A Neural Egg Separation network (Halperin, Ephrat & Hoshen 2019) was "
+            f"{_CONTRASTIVE}. It is deterministic: each draw is its one estimate."),
+}
+
+
+def catalogue_method(ds: xr.Dataset) -> str:
+    """The separation method that made the catalogue: its ``method`` attribute, else its recorded config's."""
+    if "method" in ds.attrs:
+        return str(ds.attrs["method"])
+    return str(json.loads(ds.attrs.get("config", "{}")).get("method", "unknown"))
+
+
+def describe_method(method: str) -> tuple[str, str]:
+    """(name, one paragraph on how the draws were made) of a separation method, for the data card."""
+    if method in METHOD_DESCRIPTIONS:
+        return METHOD_DESCRIPTIONS[method]
+    return method, f"The draws were made by the separation method `{method}` (see galsep.separation)."
+
+
 def data_card(ds: xr.Dataset, metrics: Mapping[str, Any] | None, checksums: Mapping[str, str]) -> str:
     """A short Markdown description of the catalogue: fields, units, provenance, how it was made."""
+    method = catalogue_method(ds)
+    name, how = describe_method(method)
     lines = [
         "# galsep catalogue of separated galaxies", "",
-        f"{ds.sizes['object']} galaxies, {ds.sizes['sample']} posterior draws each, "
+        f"{ds.sizes['object']} galaxies, {ds.sizes['sample']} draws each, "
         f"{ds.sizes['y']}x{ds.sizes['x']} pixels of {ds.attrs['pixel_scale_arcsec']} arcsec.",
+        f"Separation method: {name} (`method: {method}`).",
         f"Source imaging: {ds.attrs['source']}. Made by galsep {ds.attrs['galsep_version']} on {ds.attrs['created']}.",
         "", "## How it was made",
         "Cutouts of HST ACS/WFC F814W imaging (COSMOS, or a GalSim simulation of it) were normalised with "
-        f"an arcsinh stretch ({ds.attrs['normalisation']}). A diffusion-model prior for galaxies and one for "
-        "the contaminating light were learned from the cutouts by expectation-maximisation (DDPRISM), and "
-        "every galaxy's joint posterior was sampled with moment-matching posterior sampling.",
+        f"an arcsinh stretch ({ds.attrs['normalisation']}). {how}",
         "", "## Photometry: in which space the sources add",
         "The model adds the galaxy and the contaminating light in the normalised (arcsinh) space, not in "
         "flux. The draws are converted to e-/s so that they add up in flux: random = inverse(r) and "
@@ -54,11 +95,15 @@ def data_card(ds: xr.Dataset, metrics: Mapping[str, Any] | None, checksums: Mapp
         "outside the cutout and inherit the model's errors where bright contaminants overlap the galaxy.",
         "", "## Fields", "| field | dims | units | description |", "|---|---|---|---|",
     ]
-    for name, var in ds.variables.items():
-        lines.append(f"| {name} | {', '.join(var.dims)} | {var.attrs.get('units', '')} | "
+    for field, var in ds.variables.items():
+        lines.append(f"| {field} | {', '.join(var.dims)} | {var.attrs.get('units', '')} | "
                      f"{var.attrs.get('description', '')} |")
-    lines += ["", "## Provenance", f"- prior checkpoints: `{ds.attrs['prior_checkpoints']}`",
-              f"- software versions: `{ds.attrs['versions']}`", "- the full config is in the store's attribute `config`"]
+    lines += ["", "## Provenance",
+              "- weights that made the draws (priors or fitted model) and their SHA256: "
+              f"`{ds.attrs['prior_checkpoints']}`",
+              f"- software versions: `{ds.attrs['versions']}`",
+              "- the config is in the store's attribute `config`: all of it except `compare` and the `methods:` "
+              "settings of the methods that did not make the catalogue"]
     if metrics:
         best = metrics["best_baseline"]
         lines += ["", "## Quality on synthetic truth",

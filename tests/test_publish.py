@@ -1,0 +1,69 @@
+"""The published data card describes the method that made the catalogue (a tiny catalogue, no pipeline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import yaml
+
+from galsep.products.catalogue import write_catalogue
+from galsep.products.publish import catalogue_method, publish
+from workflow import ROOT
+
+N, S, H, W = 3, 2, 8, 8
+
+
+def made_by(tmp_path: Path, method: str) -> tuple[Path, dict]:
+    """A catalogue of N galaxies written by ``method``'s (fake) separation shard, and its recorded config."""
+    rng = np.random.default_rng(0)
+    cutouts = tmp_path / "galaxies.h5"
+    with h5py.File(cutouts, "w") as f:
+        f["object_id"] = np.arange(1, N + 1)
+        f["ra"], f["dec"] = 150.1 + 1e-3 * np.arange(N), np.full(N, 2.2)
+        f["tile"] = np.array([b"tile000"] * N)
+        f["flux"] = rng.normal(0, 0.1, (N, H, W)).astype(np.float32)
+        f["ivar"] = np.full((N, H, W), 100.0, np.float32)
+        f["mask"] = np.ones((N, H, W), np.uint8)
+    shard = tmp_path / "shard0.pt"
+    torch.save({"rows": (0, N), "draws": torch.rand(N, S, 2, H, W) * 0.1, "sources": ["galaxy", "random"],
+                "method": method}, shard)
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"weights")
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["method"] = method
+    # as rules/common.smk catalogue_config records it
+    recorded = {k: v for k, v in config.items() if k not in ("compare", "methods")}
+    if method in config["methods"]:
+        recorded["methods"] = {method: config["methods"][method]}
+    out = tmp_path / "catalogue.zarr"
+    write_catalogue([str(shard)], str(cutouts), {"model": str(weights)}, recorded, out, log=lambda _: None)
+    return out, recorded
+
+
+@pytest.mark.parametrize("method, name", [("pcpca", "PCPCA"), ("clvm_linear", "CLVM (linear)"),
+                                          ("clvm_vae", "CLVM (VAE)"), ("nes", "Neural Egg Separation")])
+def test_card_names_the_method_that_made_the_catalogue(tmp_path, method, name):
+    catalogue, config = made_by(tmp_path, method)
+    publish(str(catalogue), "none", str(tmp_path / "publish"), config, log=lambda _: None)
+    card = (tmp_path / "publish" / "DATACARD.md").read_text()
+    assert f"Separation method: {name} (`method: {method}`)." in card
+    assert "DDPRISM" not in card and "diffusion" not in card.lower()
+
+
+def test_card_of_a_ddprism_catalogue_says_ddprism(tmp_path):
+    catalogue, config = made_by(tmp_path, "ddprism")
+    publish(str(catalogue), "none", str(tmp_path / "publish"), config, log=lambda _: None)
+    card = (tmp_path / "publish" / "DATACARD.md").read_text()
+    assert "Separation method: DDPRISM (`method: ddprism`)." in card
+    assert "moment-matching posterior sampling" in card
+
+
+def test_method_falls_back_to_the_recorded_config():
+    assert catalogue_method(xr.Dataset(attrs={"method": "basis"})) == "basis"
+    assert catalogue_method(xr.Dataset(attrs={"config": json.dumps({"method": "nes"})})) == "nes"
