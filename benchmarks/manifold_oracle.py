@@ -23,13 +23,17 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
+from torch import Tensor
 
+from galsep.inference.denoiser import EDMDenoiser
 from galsep.inference.mmps import sample_joint_posterior
-from galsep.inference.training import train_denoiser
+from galsep.inference.training import TrainResult, train_denoiser
 from galsep.manifold.data import make_dataset, observations
 from galsep.manifold.em import joint_kwargs, schedule
 from galsep.manifold.metrics import psnr, sinkhorn
@@ -62,13 +66,13 @@ def main() -> None:
     obs = observations(data, [1], [0, 1])  # view 2: sources 1 and 2
     n = min(m["metrics"]["sinkhorn_samples"], len(obs))
 
-    def train(model, x, steps, key):
+    def train(model: EDMDenoiser, x: Tensor, steps: int, key: tuple[object, ...]) -> TrainResult:
         t = em["train"]
         return train_denoiser(model, x, schedule=schedule(em), steps=steps, batch_size=t["batch_size"], lr=t["lr"],
                               lr_schedule=t["lr_schedule"], grad_clip=t["grad_clip"], ema_decay=0.0,
                               generator=generator(seed, "benchmark", "oracle", *key))
 
-    def draw(models, steps, key):
+    def draw(models: Sequence[EDMDenoiser], steps: int, key: tuple[object, ...]) -> tuple[Tensor, dict[str, Any]]:
         # no EMA in the benchmark: the trained weights are the prior
         priors = [denoiser(diffusion_entry(em["network"], mo, mo), obs.truth.shape[-1], clip=em["clip"])
                   for mo in models]
@@ -101,7 +105,8 @@ def main() -> None:
         "setting": "contrastive-2 (view 2, sources 1 and 2; source 2 is the target)",
         "observations": len(obs), "oracle_train_steps": args.train_steps,
         "oracle_final_loss": [round(statistics.fmean(x[-100:]), 4) for x in losses],
-        "em_on_truth": args.em_on_truth, "paper_target_psnr": PAPER["contrastive-2"]["ddprism"]["posterior_psnr"], "paper_pc_steps": 16384,
+        "em_on_truth": args.em_on_truth, "paper_target_psnr": PAPER["contrastive-2"]["ddprism"]["posterior_psnr"],
+        "paper_pc_steps": 16384,
         "by_pc_steps": rows, "em_from_oracle": laps,
     }, indent=2))
 

@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+__all__ = ["sha256_file", "atomic_path"]
+
 
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex SHA256 of a file, read in 1 MiB blocks."""

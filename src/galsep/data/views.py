@@ -22,9 +22,11 @@ import h5py
 import numpy as np
 import torch
 
-from galsep.io import atomic_path
 from galsep.data.normalise import Stretch
 from galsep.data.operators import PixelOperator, block_project
+from galsep.io import atomic_path
+
+__all__ = ["SOURCES", "CONTRASTIVE", "View", "read_view", "observe", "draw_factors", "make_view"]
 
 SOURCES = ("galaxy", "random")
 CONTRASTIVE = {"randoms": (0.0, 1.0), "galaxies": (1.0, 1.0)}

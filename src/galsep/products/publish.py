@@ -13,6 +13,8 @@ from astropy.table import Table
 
 from galsep.io import atomic_path, sha256_file
 
+__all__ = ["SUMMARY_COLUMNS", "summary_table", "data_card", "publish"]
+
 SUMMARY_COLUMNS = {
     "object_id": None, "ra": "deg", "dec": "deg", "tile": None, "galaxy_flux_mean": "electron / s",
     "galaxy_mag": "mag",
@@ -55,14 +57,16 @@ def data_card(ds: xr.Dataset, metrics: Mapping[str, Any] | None, checksums: Mapp
         "", "## Fields", "| field | dims | units | description |", "|---|---|---|---|",
     ]
     for name, var in ds.variables.items():
-        lines.append(f"| {name} | {', '.join(var.dims)} | {var.attrs.get('units', '')} | "
+        lines.append(f"| {name} | {', '.join(map(str, var.dims))} | {var.attrs.get('units', '')} | "
                      f"{var.attrs.get('description', '')} |")
     lines += ["", "## Provenance", f"- prior checkpoints: `{ds.attrs['prior_checkpoints']}`",
-              f"- software versions: `{ds.attrs['versions']}`", "- the full config is in the store's attribute `config`"]
+              f"- software versions: `{ds.attrs['versions']}`",
+              "- the full config is in the store's attribute `config`"]
     if metrics:
         best = metrics["best_baseline"]
+        mean_psnr = metrics["methods"][metrics["method"] + "_mean"]["galaxy_psnr"]["mean"]
         lines += ["", "## Quality on synthetic truth",
-                  f"Galaxy PSNR of the posterior mean {metrics['methods'][metrics['method'] + '_mean']['galaxy_psnr']['mean']:.2f} dB, "
+                  f"Galaxy PSNR of the posterior mean {mean_psnr:.2f} dB, "
                   f"best trivial baseline ({best}) {metrics['methods'][best]['galaxy_psnr']['mean']:.2f} dB."]
     lines += ["", "## Checksums (SHA256)"] + [f"- `{k}`: {v}" for k, v in checksums.items()]
     return "\n".join(lines) + "\n"
