@@ -1,4 +1,4 @@
-# The two commands: `make run` (the pipeline on the embedded default) and `make test`.
+# The two commands: `make run` (the pipeline on the embedded default) and `make test` (`make lint`, then pytest).
 # Both set up .venv on first use and are quick to repeat.
 PYTHON ?= python3.11
 VENV := .venv
@@ -21,13 +21,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES)
 
-test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+# The static checks first (seconds), then the tests.
+test: lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 lint: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+	$(BIN)/ruff check src benchmarks
+	$(BIN)/mypy src
 	$(BIN)/snakefmt --check Snakefile rules/
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 
 report: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --report report.html

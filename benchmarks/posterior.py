@@ -31,11 +31,17 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # imported where used, so that the timings include no import
+    from galsep.data.operators import PixelOperator
 
 
-def _problem(batch: int, size: int, device: torch.device, generator: torch.Generator):
+def _problem(batch: int, size: int, device: torch.device,
+             generator: torch.Generator) -> tuple[list[PixelOperator], Tensor, Tensor]:
     """A galaxies-view-like observation: y = x_gal + x_rand + n with per-sample mask and downsampling."""
     from galsep.data.operators import PixelOperator
 
@@ -67,7 +73,7 @@ def run_one(args: argparse.Namespace) -> dict:
     post = JointPosterior(dens, ops, y, noise_var, cg_iters=args.cg_one)
     calls = [0]
 
-    def counted(x, s):
+    def counted(x: Tensor, s: Tensor) -> Tensor:
         calls[0] += 1
         return post(x, s)
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from galsep.errors import InputError
 
+__all__ = ["sha256_file", "atomic_path"]
+
 
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex SHA256 of a file, read in 1 MiB blocks."""

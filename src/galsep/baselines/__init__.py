@@ -15,3 +15,5 @@ Modules:
     basis  BASIS annealed Langevin posterior sampling with the learned diffusion priors' scores
     nes    Neural Egg Separation: iterative masking regressor, images only
 """
+
+__all__: list[str] = []  # import from the submodules; nothing is re-exported here

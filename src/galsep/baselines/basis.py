@@ -1,4 +1,4 @@
-"""BASIS: source separation by annealed Langevin dynamics (Jayaram & Thickstun 2020, paper 000).
+"""BASIS: source separation by annealed Langevin dynamics (Jayaram & Thickstun 2020, arXiv 2002.07942; paper 000).
 
 The K sources are sampled jointly from the relaxed posterior p_sigma(x) p_gamma(y | x) while sigma
 anneals geometrically from sigma_max to sigma_min. At level sigma_i every source takes the step of
@@ -112,7 +112,7 @@ def basis_sample(denoisers: Sequence[Denoiser], operators: Sequence[Operator], y
                     # the likelihood gradient is taken at the current state, before any source moves
                     r = (yc - sum(A(x[:, k]) for k, A in enumerate(ops))) * inv_gamma2
                     x = torch.stack([langevin_step(D, x[:, k], s, tau, generator) + eta * A.T(r)
-                                     for k, (D, A) in enumerate(zip(denoisers, ops))], 1)
+                                     for k, (D, A) in enumerate(zip(denoisers, ops, strict=True))], 1)
             if not torch.isfinite(x).all():
                 raise FloatingPointError(f"BASIS diverged (non-finite state); step_size {step_size:g} "
                                          f"(tau = {tau:g}) is too large")

@@ -1,6 +1,6 @@
 """Contrastive latent variable models (CLVM, Severson et al. 2019) for K sources on incomplete data.
 
-Observation model (DDPRISM appendix C.1, generalised from K = 2 to any K):
+Observation model (DDPRISM, arXiv 2510.05205, appendix C.1, generalised from K = 2 to any K):
 
     y_i = sum_k A_ik x_ik + n_i,   n_i ~ N(0, diag(variance_i)),   z_ik ~ N(0, I_{L_k}),
 
@@ -13,18 +13,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
-from galsep.baselines.pcpca import (check_shapes, fill_factors, latent_posterior, loadings,
-                                    lowrank_log_likelihood, maximise, observed, precision, pseudo_inverse,
-                                    standard_normal)
+from galsep.baselines.pcpca import (
+    check_shapes,
+    fill_factors,
+    latent_posterior,
+    loadings,
+    lowrank_log_likelihood,
+    maximise,
+    observed,
+    precision,
+    pseudo_inverse,
+    standard_normal,
+)
+from galsep.data.operators import Index
+from galsep.errors import InputError
 from galsep.inference.gaussian import fit_ppca
 from galsep.inference.mmps import Operator
 from galsep.inference.training import batches
-from galsep.errors import InputError
 
 __all__ = ["CLVMLinear", "CLVMVAE", "fit_clvm_linear", "fit_clvm_vae", "initial_sources", "mlp"]
 
@@ -40,7 +50,7 @@ def _check(y: Tensor, operators: Sequence[Operator], variance: Tensor, K: int) -
         raise ValueError(f"the model has {K} sources, got {len(operators)} operators")
 
 
-def _rows(operators: Sequence[Operator], idx: Any) -> list[Operator]:
+def _rows(operators: Sequence[Operator], idx: Index) -> list[Operator]:
     return [op[idx] for op in operators]
 
 
@@ -97,11 +107,12 @@ class CLVMLinear(nn.Module):
 
     def _residual_and_loadings(self, y: Tensor, operators: Sequence[Operator]) -> tuple[Tensor, Tensor]:
         n, S = y.shape[0], self.shape
-        expected = sum(op(mu.reshape(S).expand(n, *S)) for op, mu in zip(operators, self.means))
+        expected = cast(Tensor, sum(op(mu.reshape(S).expand(n, *S))
+                                    for op, mu in zip(operators, self.means, strict=True)))
         if expected.shape != y.shape:
             raise ValueError(f"operators map {S} to {tuple(expected.shape[1:])}, observations are "
                              f"{tuple(y.shape[1:])}")
-        M = torch.cat([loadings(op, W, S, n) for op, W in zip(operators, self.factors)], -1)
+        M = torch.cat([loadings(op, W, S, n) for op, W in zip(operators, self.factors, strict=True)], -1)
         return (y - expected).flatten(1), M
 
     def log_likelihood(self, y: Tensor, operators: Sequence[Operator], variance: Tensor) -> Tensor:
@@ -127,7 +138,7 @@ class CLVMLinear(nn.Module):
 
     def _decode(self, z: Tensor) -> Tensor:
         """z (..., sum L) -> x (..., K, *S)."""
-        x = [mu + zk @ W.T for mu, W, zk in zip(self.means, self.factors, z.split(self.latents, -1))]
+        x = [mu + zk @ W.T for mu, W, zk in zip(self.means, self.factors, z.split(self.latents, -1), strict=True)]
         return torch.stack(x, -2).reshape(*z.shape[:-1], self.sources, *self.shape)
 
     @torch.no_grad()
@@ -184,7 +195,7 @@ def mlp(features: int, out: int, hidden: int, layers: int, dropout: float) -> nn
     """``layers`` hidden layers Linear -> SiLU -> LayerNorm -> Dropout (DDPRISM's MLPs), then Linear."""
     widths = [features] + [hidden] * layers
     blocks = [nn.Sequential(nn.Linear(a, b), nn.SiLU(), nn.LayerNorm(b), nn.Dropout(dropout))
-              for a, b in zip(widths[:-1], widths[1:])]
+              for a, b in zip(widths[:-1], widths[1:], strict=True)]
     return nn.Sequential(*blocks, nn.Linear(widths[-1], out))
 
 
@@ -198,6 +209,9 @@ class CLVMVAE(nn.Module):
     Args:
         shape: S; latents: L_k per source; hidden, layers, dropout: every MLP's width, depth and dropout.
     """
+
+    feature_loc: Tensor
+    feature_scale: Tensor
 
     def __init__(self, shape: Sequence[int], latents: Sequence[int], hidden: int = 256, layers: int = 3,
                  dropout: float = 0.1) -> None:
@@ -229,7 +243,7 @@ class CLVMVAE(nn.Module):
 
     def decode(self, z: Tensor) -> Tensor:
         """z (..., sum L) -> x (..., K, *S)."""
-        x = [dec(zk) for dec, zk in zip(self.decoders, z.split(self.latents, -1))]
+        x = [dec(zk) for dec, zk in zip(self.decoders, z.split(self.latents, -1), strict=True)]
         return torch.stack(x, -2).reshape(*z.shape[:-1], self.sources, *self.shape)
 
     def elbo(self, y: Tensor, operators: Sequence[Operator], variance: Tensor, *,
@@ -244,7 +258,7 @@ class CLVMVAE(nn.Module):
         x = self.decode(mean + (0.5 * logvar).exp() * eps)  # (samples, N, K, *S)
         # row j of the flattened draws belongs to observation j % N
         ops = _rows(operators, torch.arange(y.shape[0], device=y.device).repeat(samples)) if samples > 1 else operators
-        pred = sum(op(x[:, :, k].flatten(0, 1)) for k, op in enumerate(ops)).unflatten(0, (samples, -1))
+        pred = cast(Tensor, sum(op(x[:, :, k].flatten(0, 1)) for k, op in enumerate(ops))).unflatten(0, (samples, -1))
         obs = _union_observed(y, operators)
         p = precision(variance, obs)
         loglik = -0.5 * ((p * (y - pred) ** 2).flatten(2).sum(-1).mean(0)
@@ -320,11 +334,12 @@ def fit_clvm_vae(y: Tensor, operators: Sequence[Operator], variance: Tensor, *, 
             # constant features (an element nothing observes) pass through unscaled
             model.feature_scale.copy_(torch.where(std > 1e-6 * std.max(), std, 1.0))
             for dec, (mu, _) in zip(model.decoders, initial_sources(y, operators, shape=shape, latents=latents,
-                                                                     generator=generator)):
-                dec[-1].bias.copy_(mu)
+                                                                     generator=generator), strict=True):
+                head = cast(nn.Linear, cast(nn.Sequential, dec)[-1])  # the output layer of :func:`mlp`
+                head.bias.copy_(mu)
                 # start near the mean model: a default-scale output layer adds O(1) noise to every pixel,
                 # and the known small noise variance turns that into an ELBO of -1e5 per row
-                dec[-1].weight.mul_(1e-2)
+                head.weight.mul_(1e-2)
         trace = _adam(model, lambda i: model.elbo(y[i], _rows(operators, i), variance[i], generator=generator).mean(),
                       y.shape[0], steps=steps, lr=lr, batch_size=batch_size, generator=generator, log=log)
     return model, trace

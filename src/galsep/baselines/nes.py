@@ -1,4 +1,4 @@
-"""Neural Egg Separation (Halperin, Ephrat & Hoshen 2019, paper 002), semi-supervised, images only.
+"""Neural Egg Separation, semi-supervised, images only (Halperin et al. 2019, arXiv 1811.12739; paper 002).
 
 We observe samples b of one source alone (the randoms view: random light + noise) and mixtures
 y = x + b (the galaxies view); NES learns x (the galaxy) without ever seeing it. Algorithm 1:
@@ -75,10 +75,11 @@ class NESNet(nn.Module):
             raise ValueError(f"channels must be a non-empty list of positive ints, got {list(channels)}")
         self.channels = [int(c) for c in channels]
         c = self.channels
-        self.down = nn.ModuleList(_block(cin, cout) for cin, cout in zip([2] + c[:-1], c))
+        self.down = nn.ModuleList(_block(cin, cout) for cin, cout in zip([2] + c[:-1], c, strict=True))
         self.up = nn.ModuleList(_block(c[i] + c[i + 1], c[i]) for i in range(len(c) - 1))
         self.out = nn.Conv2d(c[0], 1, 1)
         nn.init.zeros_(self.out.weight)
+        assert self.out.bias is not None  # Conv2d has a bias by default
         nn.init.zeros_(self.out.bias)
 
     def forward(self, y: Tensor, mask: Tensor) -> Tensor:

@@ -1,8 +1,8 @@
 """Probabilistic contrastive PCA (PCPCA, Li, Jones & Engelhardt 2020) on incomplete, noisy data.
 
-DDPRISM appendix C.1, eq. 20-22: the target source is x = mu + W z, z ~ N(0, I_L), seen through a
-per-row operator with known diagonal noise, so y_i ~ N(A_i mu, A_i W W^T A_i^T + diag(var_i)). PCPCA
-maximises
+DDPRISM (arXiv 2510.05205) appendix C.1, eq. 20-22: the target source is x = mu + W z, z ~ N(0, I_L),
+seen through a per-row operator with known diagonal noise, so y_i ~ N(A_i mu, A_i W W^T A_i^T +
+diag(var_i)). PCPCA maximises
 
     sum_{target i} log N(y_i | ...) - gamma sum_{background j} log N(y_j | ...)
 
@@ -25,13 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from galsep.inference.mmps import Operator
-from galsep.inference.training import batches, lr_factor
 from galsep.data.operators import DenseOperator, PixelOperator
 from galsep.errors import ConfigError
+from galsep.inference.mmps import Operator
+from galsep.inference.training import batches, lr_factor
 
 __all__ = ["PCPCA", "fit_pcpca", "observed", "pseudo_inverse", "loadings", "latent_posterior",
-           "lowrank_log_likelihood", "precision", "fill_factors", "standard_normal", "check_shapes"]
+           "lowrank_log_likelihood", "precision", "fill_factors", "standard_normal", "check_shapes", "maximise"]
 
 
 def observed(op: Operator, y: Tensor) -> Tensor:

@@ -12,8 +12,9 @@ become missing (NaN, masked). Random cutouts sit on whole pixels and are copied 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -22,9 +23,11 @@ from astropy.nddata import Cutout2D
 from astropy.table import vstack
 from astropy.wcs import WCS
 
-from galsep.io import atomic_path
 from galsep.data.tiles import InputError, Tile, read_targets, read_tile
+from galsep.io import atomic_path
 from galsep.seeding import numpy_generator
+
+__all__ = ["PAD", "TAPS", "cubic_weights", "subpixel_cutout", "random_positions", "make_cutouts", "merge_targets"]
 
 PAD = 3  # pixels of margin around a stamp for the kernel's support (2) plus rounding (1)
 TAPS = np.arange(-1, 3)  # pixels the cubic kernel reads around a sample point
@@ -38,13 +41,13 @@ def cubic_weights(frac: float, a: float = -0.5) -> np.ndarray:
     return np.where(d <= 1, near, far)
 
 
-def _shift_axis(img: np.ndarray, start: int, frac: float, n: int, axis: int, squared: bool = False):
+def _shift_axis(img: np.ndarray, start: int, frac: float, n: int, axis: int, squared: bool = False) -> np.ndarray:
     """Sample ``n`` points at start+frac, start+1+frac, ... along ``axis``."""
     w = cubic_weights(frac)
     if squared:
         w = w**2
     img = np.moveaxis(img, axis, -1)
-    out = sum(wk * img[..., start + k : start + k + n] for k, wk in zip(TAPS, w))
+    out = sum(wk * img[..., start + k : start + k + n] for k, wk in zip(TAPS, w, strict=True))
     return np.moveaxis(out, -1, axis)
 
 
@@ -158,7 +161,7 @@ def make_cutouts(
     """
     targets = read_targets(targets_path)
     truth_by_tile = {Path(p).stem: Path(p) for p in truth_paths or []}
-    rows = {"galaxies": [], "randoms": []}
+    rows: dict[str, list[dict[str, Any] | None]] = {"galaxies": [], "randoms": []}
     counts = {"galaxies": 0, "randoms": 0, "rejected_nan": 0}
     for t_index, tile_path in enumerate(tile_paths):
         tile = read_tile(tile_path)
@@ -201,7 +204,8 @@ def make_cutouts(
     return counts
 
 
-def _row(tile: Tile, images, var, x, y, size, meta, max_nan_fraction) -> dict | None:
+def _row(tile: Tile, images: Sequence[np.ndarray], var: np.ndarray, x: float, y: float, size: int,
+         meta: Mapping[str, float], max_nan_fraction: float) -> dict[str, Any] | None:
     stamps, (v,), _ = subpixel_cutout(images, [var], tile.wcs, float(x), float(y), size)
     flux = stamps[0]
     mask = np.isfinite(flux) & np.isfinite(v) & (v > 0)
@@ -223,7 +227,7 @@ def _row(tile: Tile, images, var, x, y, size, meta, max_nan_fraction) -> dict | 
     return row
 
 
-def _write(path: str | Path, rows: list[dict], size: int, truth: bool) -> None:
+def _write(path: str | Path, rows: list[dict[str, Any]], size: int, truth: bool) -> None:
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for key, unit in (("flux", "e-/s"), ("ivar", "(e-/s)^-2"), ("mask", "1 = observed")):
             d = f.create_dataset(key, data=np.stack([r[key] for r in rows]), compression="gzip", compression_opts=1)

@@ -33,10 +33,13 @@ Header keywords read (primary header first, then SCI), with their units:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from galsep.errors import InputError
+
+__all__ = ["READNOISE_KEYS", "NoiseHeaderError", "noise_parameters", "inverse_variance"]
 
 READNOISE_KEYS = ("READNSEA", "READNSEB", "READNSEC", "READNSED")
 _RATE_UNITS = {"electrons/s", "electron/s", "e-/s", "e/s", "electrons/sec", "electrons/second"}
@@ -46,7 +49,7 @@ class NoiseHeaderError(InputError):
     """A header lacks what the noise model needs."""
 
 
-def _ncombine(header: Mapping, exptime: float) -> int:
+def _ncombine(header: Mapping[str, Any], exptime: float) -> int:
     if "NCOMBINE" in header:
         return max(int(header["NCOMBINE"]), 1)
     dexp = float(header.get("D001DEXP", 0.0) or 0.0)
@@ -55,7 +58,7 @@ def _ncombine(header: Mapping, exptime: float) -> int:
     return 1
 
 
-def noise_parameters(header: Mapping) -> dict[str, float]:
+def noise_parameters(header: Mapping[str, Any]) -> dict[str, float]:
     """Read the noise model's parameters from a tile header.
 
     Returns ``sky_rate`` [e-/s/pixel], ``read_noise`` [e-], ``ncombine`` and ``exposure_time`` (seconds
@@ -98,6 +101,7 @@ def inverse_variance(
     without it every covered pixel has ``ncombine`` reads.
     """
     t = np.where(np.isfinite(wht), np.clip(wht, 0.0, None), 0.0).astype(np.float64)
+    reads: np.ndarray | float
     if exposure_time is not None and exposure_time > 0:
         reads = np.maximum(t / exposure_time, 1.0)
     else:

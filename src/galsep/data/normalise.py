@@ -10,9 +10,13 @@ nearly uncovered pixels from dominating. Sources are modelled as adding in this 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+__all__ = ["Stretch", "split_flux"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class Stretch:
     ivar_floor: float = 2.5
 
     @classmethod
-    def from_config(cls, views: dict) -> Stretch:
+    def from_config(cls, views: Mapping[str, Any]) -> Stretch:
         """The constants of the config section ``views`` (which holds other keys too)."""
         return cls(**{k: views[k] for k in ("arcsinh_scale", "stretch", "clip", "ivar_floor")})
 

@@ -9,9 +9,15 @@ mean of the per-pixel variances). Every sample of a batch then has the same shap
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import torch
 from torch import Tensor
+
+__all__ = ["Index", "block_project", "PixelOperator", "DenseOperator", "IdentityOperator"]
+
+Index: TypeAlias = slice | Tensor
+"""Rows of a batched operator to keep: a slice, or an index or boolean tensor over the batch."""
 
 
 def block_project(x: Tensor, factor: Tensor | int) -> Tensor:
@@ -63,7 +69,7 @@ class PixelOperator:
     def to(self, device: torch.device | str) -> PixelOperator:
         return PixelOperator(self.mask.to(device), self.factor.to(device), self.coef.to(device))
 
-    def __getitem__(self, idx) -> PixelOperator:
+    def __getitem__(self, idx: Index) -> PixelOperator:
         return PixelOperator(self.mask[idx], self.factor[idx], self.coef[idx])
 
 
@@ -88,7 +94,7 @@ class DenseOperator:
     def to(self, device: torch.device | str) -> DenseOperator:
         return DenseOperator(self.matrix.to(device))
 
-    def __getitem__(self, idx) -> DenseOperator:
+    def __getitem__(self, idx: Index) -> DenseOperator:
         return DenseOperator(self.matrix[idx])
 
 
@@ -105,5 +111,5 @@ class IdentityOperator:
     def to(self, device: torch.device | str) -> IdentityOperator:
         return self
 
-    def __getitem__(self, idx) -> IdentityOperator:
+    def __getitem__(self, idx: Index) -> IdentityOperator:
         return self

@@ -14,6 +14,9 @@ from astropy.wcs import WCS
 from galsep.data.noise import inverse_variance, noise_parameters
 from galsep.errors import InputError
 
+# InputError lives in galsep.errors and is re-exported here, where the readers raise it.
+__all__ = ["REQUIRED_TARGET_COLUMNS", "Tile", "read_tile", "read_targets", "InputError"]
+
 REQUIRED_TARGET_COLUMNS = ("object_id", "ra", "dec", "tile")
 
 

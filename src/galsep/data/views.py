@@ -15,21 +15,23 @@ attrs: sources (names, in the order of K), view name, normalisation constants.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 import torch
 
-from galsep.errors import ConfigError, InputError
-from galsep.io import atomic_path
 from galsep.data.normalise import Stretch
 from galsep.data.operators import PixelOperator, block_project
+from galsep.errors import ConfigError, InputError
+from galsep.io import atomic_path
 from galsep.seeding import numpy_generator
 
 if TYPE_CHECKING:
     from galsep.inference.observations import Observations
+
+__all__ = ["SOURCES", "CONTRASTIVE", "read_view", "observe", "draw_factors", "make_view"]
 
 SOURCES = ("galaxy", "random")
 CONTRASTIVE = {"randoms": (0.0, 1.0), "galaxies": (1.0, 1.0)}

@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from galsep.products.catalogue import build_dataset, gather_draws
-from galsep.evaluation.evaluate import evaluate_dataset, median_random
-from galsep.errors import InputError
-from galsep.io import atomic_path
 from galsep.data.normalise import Stretch
-from galsep.seeding import derive_seed
+from galsep.errors import InputError
+from galsep.evaluation.evaluate import evaluate_dataset, median_random
 from galsep.evaluation.metrics import PQMASS_CONVENTION, SINKHORN_CONVENTION, pqmass, sinkhorn
+from galsep.io import atomic_path
+from galsep.products.catalogue import build_dataset, gather_draws
+from galsep.seeding import derive_seed
 
 Log = Callable[[str], None]
 

@@ -2,7 +2,7 @@
 
 Images are compared in the normalised (arcsinh) space of the views, where a PSNR is meaningful over
 the large dynamic range of galaxies: PSNR = 10 log10(range^2 / MSE) on observed pixels, with range =
-2 * clip (the paper's convention: 4). Fluxes are compared in e-/s over the observed pixels.
+2 * clip (the convention of DDPRISM, arXiv 2510.05205: 4). Fluxes are compared in e-/s over the observed pixels.
 Baselines: ``observation`` takes the whole cutout as the galaxy; ``minus_median_random`` subtracts
 the pixel-wise median of the random cutouts.
 """
@@ -18,10 +18,14 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from galsep.errors import InputError
-from galsep.io import atomic_path
 from galsep.data.normalise import Stretch
+from galsep.errors import InputError
 from galsep.evaluation.metrics import PSNR_CONVENTION, flux_residual, psnr_images
+from galsep.io import atomic_path
+
+__all__ = ["median_random", "evaluate_dataset", "write_metrics"]
+
+
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
@@ -83,7 +87,8 @@ def write_metrics(
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     for name, m in metrics["methods"].items():
+        residual = m["galaxy_flux_residual_pct"]
         log(f"{name:>22}: galaxy PSNR {m['galaxy_psnr']['mean']:.2f} dB, random PSNR {m['random_psnr']['mean']:.2f}"
-            f" dB, flux residual {m['galaxy_flux_residual_pct']['median']:+.1f}% +- {m['galaxy_flux_residual_pct']['spread']:.1f}%")
+            f" dB, flux residual {residual['median']:+.1f}% +- {residual['spread']:.1f}%")
     log(f"{metrics['method']} mean beats {metrics['best_baseline']} by {metrics['galaxy_psnr_gain_db']:.2f} dB")
     return metrics

@@ -4,8 +4,9 @@ the comparison of methods."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,8 +15,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from galsep.io import atomic_path, load_torch  # noqa: E402
 from galsep.data.normalise import Stretch  # noqa: E402
+from galsep.io import (  # noqa: E402
+    atomic_path,  # noqa: E402
+    load_torch,
+)
+
+__all__ = ["posterior_grid", "em_evolution", "loss_curves", "metrics_bars", "comparison_bars", "make_figures"]
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -85,7 +91,9 @@ def loss_curves(lap_paths: Sequence[str], path: Path) -> None:
                     label=name if j == 0 else None)
             ax.axvline(offset, color="0.85", lw=0.5)
             offset += len(loss)
-    ax.set_yscale("log"), ax.set_xlabel("training step (laps end to end)"), ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step (laps end to end)")
+    ax.set_ylabel("loss")
     if curves:
         ax.legend(fontsize=8)
     _save(fig, path)
@@ -107,7 +115,7 @@ def metrics_bars(metrics_path: str, path: Path) -> None:
     _save(fig, path)
 
 
-def comparison_bars(table: dict, path: Path) -> None:
+def comparison_bars(table: Mapping[str, Any], path: Path) -> None:
     """Galaxy PSNR (mean and single draw) and wall time of every method in the comparison table."""
     rows = table["rows"]
     names = [r["method"] for r in rows]

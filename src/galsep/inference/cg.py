@@ -1,19 +1,21 @@
 """Batched conjugate gradient for one SPD system per sample, given as a matrix-free matvec.
 
 Every sample of a batch (B, *S) is its own system M_b v_b = b_b; inner products reduce over all
-non-batch dims, so images need no flattening by the caller. Following the DDPRISM reference, a step
-whose curvature p^T M p is not positive (or not finite) is skipped for that sample instead of turning
-it into NaN: learned denoiser Jacobians are not exactly symmetric positive, notably at large sigma.
+non-batch dims, so images need no flattening by the caller. Following the DDPRISM reference (arXiv
+2510.05205), a step whose curvature p^T M p is not positive (or not finite) is skipped for that sample
+instead of turning it into NaN: learned denoiser Jacobians are not exactly symmetric positive, notably
+at large sigma.
 
 The matvec may also return an auxiliary tensor linear in its input (``aux=True``); CG then returns
-that linear map applied to the solution, accumulated from the matvec calls it made anyway. MMPS uses
-this to get J^T A^T v without one more vector-Jacobian product per source.
+that linear map applied to the solution, accumulated from the matvec calls it made anyway. MMPS
+(Rozet et al., arXiv 2405.13712) uses this to get J^T A^T v without one more vector-Jacobian product
+per source.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -60,7 +62,7 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]
 
     def apply(v: Tensor) -> tuple[Tensor, Tensor | None]:
         out = matvec(v)
-        mv, lv = out if aux else (out, None)
+        mv, lv = cast("tuple[Tensor, Tensor | None]", out if aux else (out, None))
         if regularisation:
             mv = mv + regularisation * v
         return mv, lv
@@ -84,6 +86,7 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]
         alpha = torch.where(ok, rr / curv.clamp_min(floor), torch.zeros_like(rr))
         x = torch.where(_pad(ok, x), x + _pad(alpha, x) * p, x)
         if aux:
+            assert lp is not None  # the matvec returned its pair
             step = torch.where(_pad(ok, lp), _pad(alpha, lp) * lp, torch.zeros_like(lp))
             lx = step if lx is None else lx + step
         r = torch.where(_pad(ok, r), r - _pad(alpha, r) * mp, r)
@@ -93,7 +96,7 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]
         p = torch.where(_pad(ok, p), r + _pad(beta, p) * p, torch.where(_pad(active, p), r, p))
         rr = rr_new
     if aux and lx is None:  # every b was already solved by x0 = 0; L 0 = 0 but its shape comes from L
-        lx = torch.zeros_like(apply(x)[1])
+        lx = torch.zeros_like(cast(Tensor, apply(x)[1]))
     return CGResult(x, rr.sqrt(), lx, it)
 
 
@@ -118,8 +121,10 @@ def adaptive_conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor
     reg = conjugate_gradient(matvec, b, maxiter=maxiter, tol=tol, floor=floor,
                              regularisation=regularisation, aux=aux)
 
-    def pick(u: Tensor | None, v: Tensor | None) -> Tensor | None:
-        return None if u is None else torch.where(_pad(bad, u), v, u)
+    def pick(u: Tensor, v: Tensor) -> Tensor:
+        return torch.where(_pad(bad, u), v, u)
 
-    return CGResult(pick(plain.x, reg.x), pick(plain.residual, reg.residual), pick(plain.aux, reg.aux),
+    # both solves ran with the same ``aux``, so both or neither carry L x
+    lx = None if plain.aux is None else pick(plain.aux, cast(Tensor, reg.aux))
+    return CGResult(pick(plain.x, reg.x), pick(plain.residual, reg.residual), lx,
                     max(plain.iterations, reg.iterations))

@@ -1,9 +1,15 @@
-"""EDM-preconditioned denoiser D(x_t, sigma) ~ E[x | x_t] and its denoising loss (Karras et al. 2022)."""
+"""EDM-preconditioned denoiser D(x_t, sigma) ~ E[x | x_t] and its denoising loss.
+
+The preconditioning and the loss weight are EDM's: Karras et al. 2022, "Elucidating the Design Space
+of Diffusion-Based Generative Models", arXiv 2206.00364.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+__all__ = ["preconditioning", "loss_weight", "EDMDenoiser"]
 
 
 def preconditioning(sigma: Tensor, sigma_data: float = 1.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -4,10 +4,12 @@ Both take ``forward(x, log_sigma)`` with log_sigma of shape (B,), embed log sigm
 are free of in-place operations on their inputs, so ``torch.func.vjp`` and autograd work through them.
 The adaLN-zero block follows azula's ``UNetBlock`` (modulation scale/shift/gate from the embedding,
 last modulation layer scaled by 1e-2 so every block starts close to the identity yet all weights train).
+The MLP is DDPRISM's manifold denoiser (arXiv 2510.05205).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -16,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from galsep.errors import ConfigError
+
+__all__ = ["sinusoidal_embedding", "NoiseEmbedding", "Modulation", "ResBlock", "AttentionBlock", "Level", "UNet", "MLP"]
 
 
 def sinusoidal_embedding(x: Tensor, features: int, omega: float = 1e4) -> Tensor:
@@ -151,10 +155,10 @@ class UNet(nn.Module):
         self.channels = channels
         self.embedding = NoiseEmbedding(emb_features)
         self.stem = nn.Conv2d(1, channels[0], 3, padding=1)
-        kw = dict(heads=heads, emb_features=emb_features, dropout=dropout)
+        level = functools.partial(Level, heads=heads, emb_features=emb_features, dropout=dropout)
         n = len(channels)
-        self.down = nn.ModuleList(Level(channels[i], blocks[i], i in attention_levels, **kw) for i in range(n))
-        self.up = nn.ModuleList(Level(channels[i], blocks[i], i in attention_levels, **kw) for i in range(n))
+        self.down = nn.ModuleList(level(channels[i], blocks[i], i in attention_levels) for i in range(n))
+        self.up = nn.ModuleList(level(channels[i], blocks[i], i in attention_levels) for i in range(n))
         self.downsample = nn.ModuleList(
             nn.Conv2d(channels[i], channels[i + 1], 3, stride=2, padding=1) for i in range(n - 1))
         self.upsample = nn.ModuleList(nn.Conv2d(channels[i + 1], channels[i], 3, padding=1) for i in range(n - 1))
@@ -201,7 +205,7 @@ class MLP(nn.Module):
         widths = (features, *hidden)
         self.layers = nn.ModuleList(
             nn.Sequential(nn.Linear(w_in + emb_features, w_out), nn.SiLU(), nn.LayerNorm(w_out), nn.Dropout(dropout))
-            for w_in, w_out in zip(widths[:-1], widths[1:]))
+            for w_in, w_out in zip(widths[:-1], widths[1:], strict=True))
         self.out = nn.Linear(widths[-1] + emb_features, features)
 
     def forward(self, x: Tensor, log_sigma: Tensor) -> Tensor:

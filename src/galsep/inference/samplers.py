@@ -1,5 +1,8 @@
 """Reverse-diffusion samplers for VE denoisers: predictor-corrector (DDPRISM), DDIM and Heun.
 
+Predictor-corrector as in DDPRISM (Wagner-Carena et al., arXiv 2510.05205); Heun's second-order step
+as in EDM (Karras et al., arXiv 2206.00364).
+
 A denoiser is any callable ``D(x_t, sigma) -> E[x | x_t]`` with x_t of shape (B, *S) and sigma of shape
 (B,). All samplers walk the grid t_i = 1 - i / steps from t = 1 down to t = 0 (sigma_max to
 sigma_min) and end with one final denoiser call D(x, sigma_min), as the DDPRISM reference does.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -25,6 +29,7 @@ from torch import Tensor
 from galsep.inference.schedule import VESchedule
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
+_T = TypeVar("_T")
 
 __all__ = ["Denoiser", "ddim_step", "langevin_step", "heun_step", "pc_sample", "ddim_sample", "heun_sample"]
 
@@ -41,7 +46,7 @@ def _sigmas(schedule: VESchedule, x: Tensor, steps: int) -> Iterator[tuple[Tenso
     B = x.shape[0]
     # times in float64 so that 1 - i/steps hits 0 and 1 exactly before casting to x's dtype
     ts = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).tolist()
-    for t, s in zip(ts[:-1], ts[1:]):
+    for t, s in zip(ts[:-1], ts[1:], strict=True):
         yield (schedule.sigma(torch.full((B,), t, device=x.device, dtype=x.dtype)),
                schedule.sigma(torch.full((B,), s, device=x.device, dtype=x.dtype)))
 
@@ -52,7 +57,7 @@ def _final(denoiser: Denoiser, x: Tensor, schedule: VESchedule) -> Tensor:
     return denoiser(x, sigma0).detach()
 
 
-def _progress(it: Iterable, progress: bool, total: int) -> Iterable:
+def _progress(it: Iterable[_T], progress: bool, total: int) -> Iterable[_T]:
     if not progress:
         return it
     from tqdm.auto import tqdm

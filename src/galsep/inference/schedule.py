@@ -1,4 +1,7 @@
-"""Variance-exploding noise schedule sigma(t) = sigma_min (sigma_max / sigma_min)^t, t in [0, 1]."""
+"""Variance-exploding noise schedule sigma(t) = sigma_min (sigma_max / sigma_min)^t, t in [0, 1].
+
+Training times follow DDPRISM (arXiv 2510.05205): t ~ Beta(3, 3).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import math
 
 import torch
 from torch import Tensor
+
+__all__ = ["VESchedule", "sample_t"]
 
 
 class VESchedule:

@@ -1,7 +1,8 @@
 """Denoiser training: weighted denoising loss at t ~ Beta(3, 3), AdamW, clipping, LR schedule, EMA.
 
-Every call builds a fresh optimiser and learning-rate schedule (DDPRISM / Rozet et al. restart both at
-each EM lap) while continuing from the denoiser's current weights.
+Every call builds a fresh optimiser and learning-rate schedule (DDPRISM, arXiv 2510.05205, and Rozet
+et al., arXiv 2405.13712, restart both at each EM lap) while continuing from the denoiser's current
+weights. The loss is EDM's (Karras et al., arXiv 2206.00364).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from torch import Tensor, nn
 
 from galsep.inference.denoiser import EDMDenoiser
 from galsep.inference.schedule import VESchedule, sample_t
+
+__all__ = ["EMA", "TrainResult", "lr_factor", "batches", "train_denoiser"]
 
 
 class EMA:
@@ -37,8 +40,8 @@ class EMA:
         """Move the shadow parameters towards ``model``'s; buffers (e.g. norm statistics) are copied."""
         for s, p in zip(self.shadow.parameters(), model.parameters(), strict=True):
             s.lerp_(p.detach(), 1.0 - self.decay)
-        for s, b in zip(self.shadow.buffers(), model.buffers(), strict=True):
-            s.copy_(b)
+        for sb, b in zip(self.shadow.buffers(), model.buffers(), strict=True):
+            sb.copy_(b)
 
     def state_dict(self) -> dict[str, Tensor]:
         """The shadow module's state dict."""

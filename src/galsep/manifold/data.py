@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from galsep.io import atomic_path
-from galsep.manifold.settings import Dataset
 from galsep.data.operators import DenseOperator
 from galsep.inference.observations import Observations
+from galsep.io import atomic_path
+from galsep.manifold.settings import Dataset
 from galsep.seeding import generator
 
 GRID = 100_001  # points of z on which a manifold's range is measured

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,12 @@ import torch
 import xarray as xr
 
 from galsep import __version__
-from galsep.io import atomic_path, load_torch, sha256_file
 from galsep.data.normalise import Stretch, split_flux
 from galsep.errors import InputError
+from galsep.io import atomic_path, load_torch, sha256_file
+
+__all__ = ["QUANTILES", "ZEROPOINT_AB", "gather_draws", "build_dataset", "provenance", "chunk_encoding",
+           "write_catalogue"]
 
 QUANTILES = (0.16, 0.5, 0.84)
 ZEROPOINT_AB = 25.937  # ACS/WFC F814W AB zeropoint for e-/s (synthetic tiles use the same)
@@ -103,15 +106,17 @@ def provenance(config: Mapping[str, Any], method: str, weight_paths: Mapping[str
         "normalisation": json.dumps(
             {k: config["views"][k] for k in ("arcsinh_scale", "stretch", "clip", "ivar_floor")}),
         "flux_model": "sources add in normalised space; galaxy flux = inverse(g + r) - inverse(r)",
-        "prior_checkpoints": json.dumps({k: {"path": str(p), "sha256": sha256_file(p)} for k, p in weight_paths.items()}),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "prior_checkpoints": json.dumps(
+            {k: {"path": str(p), "sha256": sha256_file(p)} for k, p in weight_paths.items()}),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
-def chunk_encoding(ds: xr.Dataset, objects: int = 64) -> dict[str, dict[str, tuple[int, ...]]]:
+def chunk_encoding(ds: xr.Dataset, objects: int = 64) -> dict[Hashable, dict[str, tuple[int, ...]]]:
     """Chunks of ``objects`` rows, whole along every other dimension (one read per galaxy block)."""
     return {
-        name: {"chunks": tuple(min(objects, n) if d == "object" else n for d, n in zip(var.dims, var.shape))}
+        name: {"chunks": tuple(min(objects, n) if d == "object" else n
+                               for d, n in zip(var.dims, var.shape, strict=True))}
         for name, var in ds.data_vars.items()
     }
 

@@ -13,6 +13,8 @@ from astropy.table import Table
 
 from galsep.io import atomic_path, sha256_file
 
+__all__ = ["SUMMARY_COLUMNS", "summary_table", "data_card", "publish"]
+
 SUMMARY_COLUMNS = {
     "object_id": None, "ra": "deg", "dec": "deg", "tile": None, "galaxy_flux_mean": "electron / s",
     "galaxy_mag": "mag",
@@ -95,8 +97,8 @@ def data_card(ds: xr.Dataset, metrics: Mapping[str, Any] | None, checksums: Mapp
         "outside the cutout and inherit the model's errors where bright contaminants overlap the galaxy.",
         "", "## Fields", "| field | dims | units | description |", "|---|---|---|---|",
     ]
-    for field, var in ds.variables.items():
-        lines.append(f"| {field} | {', '.join(var.dims)} | {var.attrs.get('units', '')} | "
+    for name, var in ds.variables.items():
+        lines.append(f"| {name} | {', '.join(map(str, var.dims))} | {var.attrs.get('units', '')} | "
                      f"{var.attrs.get('description', '')} |")
     lines += ["", "## Provenance",
               "- weights that made the draws (priors or fitted model) and their SHA256: "
@@ -106,8 +108,9 @@ def data_card(ds: xr.Dataset, metrics: Mapping[str, Any] | None, checksums: Mapp
               "settings of the methods that did not make the catalogue"]
     if metrics:
         best = metrics["best_baseline"]
+        mean_psnr = metrics["methods"][metrics["method"] + "_mean"]["galaxy_psnr"]["mean"]
         lines += ["", "## Quality on synthetic truth",
-                  f"Galaxy PSNR of the posterior mean {metrics['methods'][metrics['method'] + '_mean']['galaxy_psnr']['mean']:.2f} dB, "
+                  f"Galaxy PSNR of the posterior mean {mean_psnr:.2f} dB, "
                   f"best trivial baseline ({best}) {metrics['methods'][best]['galaxy_psnr']['mean']:.2f} dB."]
     lines += ["", "## Checksums (SHA256)"] + [f"- `{k}`: {v}" for k, v in checksums.items()]
     return "\n".join(lines) + "\n"

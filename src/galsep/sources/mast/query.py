@@ -92,8 +92,8 @@ def query_observations(spec: QuerySpec, timeout: float = 600.0) -> Table:
 
 def _clusters(ra: np.ndarray, dec: np.ndarray, radius_arcsec: float) -> np.ndarray:
     """Label of the pointing of each observation: single-linkage groups within ``radius_arcsec``."""
-    from astropy.coordinates import SkyCoord, search_around_sky
     import astropy.units as u
+    from astropy.coordinates import SkyCoord, search_around_sky
 
     n = len(ra)
     parent = np.arange(n)

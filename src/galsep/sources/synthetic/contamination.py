@@ -11,6 +11,8 @@ from astropy.io import fits
 
 from galsep.sources.synthetic.tile import centroid
 
+__all__ = ["contamination_fractions", "contamination_from_files"]
+
 
 def contamination_fractions(
     noiseless: np.ndarray,

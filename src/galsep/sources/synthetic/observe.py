@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
 from galsep import __version__
+
+__all__ = ["PHOTFLAM", "PHOTPLAM", "PHOTZPT", "PHOTBW", "CHIP_GAP", "MAX_ROTATION", "TILE_PITCH", "ab_zeropoint",
+           "spiral_cell", "tile_wcs", "wcs_header", "noise_keywords", "primary_header", "exposure_map"]
 
 # ACS/WFC F814W photometry (STScI zeropoint tables): inverse sensitivity [erg/s/cm^2/A per e-/s],
 # pivot wavelength [A], ST zeropoint, rms bandwidth [A].
@@ -78,7 +84,7 @@ def wcs_header(wcs: WCS) -> fits.Header:
     return header
 
 
-def noise_keywords(params: dict) -> dict[str, float]:
+def noise_keywords(params: Mapping[str, Any]) -> dict[str, float]:
     """Header keywords of the noise model (``galsep.data.noise``), with ``noise_scale`` folded in.
 
     The model's variance (sky t + n rn^2) / t^2 scales by s^2 when the sky rate scales by s^2 and the
@@ -92,7 +98,7 @@ def noise_keywords(params: dict) -> dict[str, float]:
     return keys
 
 
-def primary_header(tile: str, index: int, seed: int, params: dict) -> fits.Header:
+def primary_header(tile: str, index: int, seed: int, params: Mapping[str, Any]) -> fits.Header:
     """Primary header of a drizzled ACS/WFC F814W tile, marked as synthetic."""
     h = fits.Header()
     h["ORIGIN"] = (f"galsep {__version__}", "software that made this file")

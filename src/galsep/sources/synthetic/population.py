@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["TARGET_COUNT_SLOPE", "INTERLOPER_COUNT_SLOPE", "STAR_COUNT_SLOPE", "DISK_HLR_AT_20", "DISK_HLR_SLOPE",
+           "DISK_HLR_SCATTER", "Galaxies", "Stars", "CosmicRays", "flux_of", "power_law_magnitudes", "galaxies",
+           "stars", "cosmic_rays", "hot_pixels"]
+
 # COSMOS F814W galaxy counts rise as d log N / dm ~ 0.33 at I = 20-24 and flatten fainter
 # (Leauthaud et al. 2007); the star counts at b = 42 deg are much flatter.
 TARGET_COUNT_SLOPE = 0.33

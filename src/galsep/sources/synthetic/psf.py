@@ -12,6 +12,8 @@ from scipy import ndimage, optimize, special
 
 from galsep.errors import ConfigError
 
+__all__ = ["WAVELENGTH", "DIAMETER", "OBSCURATION", "ARCSEC_PER_RAD", "lam_over_diam", "hst_psf"]
+
 WAVELENGTH = 814e-9  # F814W pivot [m]
 DIAMETER = 2.4  # HST primary [m]
 OBSCURATION = 0.33  # linear central obscuration of HST

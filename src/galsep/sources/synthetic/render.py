@@ -15,6 +15,9 @@ from scipy import optimize, special
 
 from galsep.sources.synthetic.population import CosmicRays, Galaxies
 
+__all__ = ["BULGE_TRUNCATION", "DISK_TRUNCATION", "PSF_MARGIN", "MAX_HALF", "composite_half_light_radius",
+           "galaxy_profile", "galaxy_half_size", "star_half_size", "draw", "paste", "cosmic_ray_image"]
+
 BULGE_TRUNCATION = 8.0  # de Vaucouleurs bulge cut at 8 of its half-light radii ...
 DISK_TRUNCATION = 5.0  # ... the exponential disk at 5 of its own, so all model light is in a stamp
 PSF_MARGIN = 24  # pixels of stamp beyond the truncation radius, for the PSF wings (1.5% lost beyond)
@@ -46,7 +49,7 @@ def composite_half_light_radius(gals: Galaxies) -> np.ndarray:
     return np.array(
         [
             optimize.brentq(partial(half, b=b, rb=rb, rd=rd), rb, rd, xtol=1e-9 * rd)
-            for b, rb, rd in zip(gals.bulge_fraction, gals.bulge_hlr, gals.disk_hlr)
+            for b, rb, rd in zip(gals.bulge_fraction, gals.bulge_hlr, gals.disk_hlr, strict=True)
         ]
     )
 
@@ -100,7 +103,7 @@ def paste(canvas: np.ndarray, stamp: np.ndarray, x0: int, y0: int) -> tuple[np.n
 def cosmic_ray_image(rays: CosmicRays, shape: tuple[int, int], step: float = 0.2) -> np.ndarray:
     """(H, W) image of cosmic-ray tracks, sampled every ``step`` pixels and spread bilinearly."""
     out = np.zeros(shape, dtype=np.float64)
-    for x, y, length, angle, level in zip(rays.x, rays.y, rays.length, rays.angle, rays.intensity):
+    for x, y, length, angle, level in zip(rays.x, rays.y, rays.length, rays.angle, rays.intensity, strict=True):
         m = max(1, int(np.ceil(length / step)))
         t = (np.arange(m) + 0.5) / m * length
         px, py = x + t * np.cos(angle), y + t * np.sin(angle)

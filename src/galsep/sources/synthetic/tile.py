@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import astropy.units as u
 import galsim
@@ -13,12 +15,15 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from galsep.io import atomic_path
 from galsep.data.noise import inverse_variance, noise_parameters
 from galsep.errors import ConfigError
+from galsep.io import atomic_path
+from galsep.seeding import numpy_generator
 from galsep.sources.synthetic import observe, population, render
 from galsep.sources.synthetic.psf import hst_psf
-from galsep.seeding import numpy_generator
+
+__all__ = ["DEFAULT_STAR_MAG_RANGE", "TARGET_HLR_RANGE", "INTERLOPER_HLR_RANGE", "OUTSIDE", "Rendered", "centroid",
+           "make_tile"]
 
 DEFAULT_STAR_MAG_RANGE = (17.0, 25.0)
 TARGET_HLR_RANGE = (0.06, 1.5)  # clip of disk half-light radii [arcsec]
@@ -61,7 +66,7 @@ def _draw_stars(
     st: population.Stars, psf: galsim.GSObject, shape: tuple[int, int], scale: float
 ) -> np.ndarray:
     canvas = np.zeros(shape, dtype=np.float64)
-    for x, y, flux in zip(st.x, st.y, st.flux):
+    for x, y, flux in zip(st.x, st.y, st.flux, strict=True):
         render.paste(
             canvas, *render.draw(psf.withFlux(float(flux)), x, y, render.star_half_size(flux), scale)
         )
@@ -84,7 +89,7 @@ def _sky_position_angle(wcs: WCS, beta: np.ndarray) -> np.ndarray:
 def make_tile(
     tile: str,
     index: int,
-    params: dict,
+    params: Mapping[str, Any],
     seed: int,
     tile_path: str | Path,
     truth_path: str | Path,
@@ -226,7 +231,7 @@ def _write_truth(
         for name in ("targets", "interlopers", "stars", "cosmic_rays", "hot_pixels"):
             comps.create_dataset(name, data=getattr(light, name), **packed)
         group = f.create_group("targets")
-        for oid, (stamp, x0, y0) in zip(ids, light.stamps):
+        for oid, (stamp, x0, y0) in zip(ids, light.stamps, strict=True):
             d = group.create_dataset(str(int(oid)), data=stamp, **packed)
             d.attrs.update(x0=int(x0), y0=int(y0))
 
