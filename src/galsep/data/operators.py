@@ -8,6 +8,7 @@ mean of the per-pixel variances). Every sample of a batch then has the same shap
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -72,6 +73,11 @@ class PixelOperator:
     def __getitem__(self, idx: Index) -> PixelOperator:
         return PixelOperator(self.mask[idx], self.factor[idx], self.coef[idx])
 
+    @classmethod
+    def cat(cls, ops: Sequence[PixelOperator]) -> PixelOperator:
+        """Stack the rows of several operators (for stacking observations)."""
+        return cls(*(torch.cat([getattr(op, k) for op in ops]) for k in ("mask", "factor", "coef")))
+
 
 @dataclass
 class DenseOperator:
@@ -96,6 +102,11 @@ class DenseOperator:
 
     def __getitem__(self, idx: Index) -> DenseOperator:
         return DenseOperator(self.matrix[idx])
+
+    @classmethod
+    def cat(cls, ops: Sequence[DenseOperator]) -> DenseOperator:
+        """Stack the rows of several operators (for stacking observations)."""
+        return cls(torch.cat([op.matrix for op in ops]))
 
 
 @dataclass

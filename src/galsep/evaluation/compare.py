@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from galsep.data.normalise import Stretch
 from galsep.errors import InputError
@@ -44,7 +43,7 @@ def method_metrics(method: str, shard_paths: Sequence[str], cutouts: str, random
     """Metrics of one method's separation shards (see the module docstring)."""
     draws, sources, made_by = gather_draws(shard_paths)
     if made_by != method:
-        raise ValueError(f"the shards were made by {made_by!r}, not {method!r}")
+        raise InputError(f"the shards were made by {made_by!r}, not {method!r}")
     stretch = Stretch.from_config(p["views"])
     ds = build_dataset(draws, sources, cutouts, stretch, {})
     metrics = evaluate_dataset(ds, median_random(randoms), stretch, method)

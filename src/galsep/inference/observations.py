@@ -93,8 +93,8 @@ class Observations:
 def stack(parts: Sequence[Observations], sources: Sequence[str] | None = None) -> Observations:
     """Concatenate observation sets row-wise, keeping ``sources`` (default: the first set's) in that order.
 
-    The operators are rebuilt from the concatenated per-row data, so every part must have the same
-    kind of operator (pixel operators from mask, factor and coef; dense ones from their matrices).
+    Every part must have the same kind of operator for a source; the operator class stacks its rows
+    (its ``cat`` classmethod, see :mod:`galsep.data.operators`).
     """
     if not parts:
         raise ValueError("nothing to stack")
@@ -111,10 +111,9 @@ def stack(parts: Sequence[Observations], sources: Sequence[str] | None = None) -
 
 
 def _cat_ops(ops: Sequence[Operator]) -> Operator:
-    from galsep.data.operators import DenseOperator, PixelOperator
-
-    if all(isinstance(op, PixelOperator) for op in ops):
-        return PixelOperator(*(torch.cat([getattr(op, k) for op in ops]) for k in ("mask", "factor", "coef")))
-    if all(isinstance(op, DenseOperator) for op in ops):
-        return DenseOperator(torch.cat([op.matrix for op in ops]))
-    raise TypeError(f"cannot stack operators of types {sorted({type(op).__name__ for op in ops})}")
+    kinds = {type(op) for op in ops}
+    cat = getattr(ops[0], "cat", None)
+    if len(kinds) > 1 or cat is None:
+        raise TypeError(f"cannot stack operators of types {sorted(k.__name__ for k in kinds)}: one kind, with a"
+                        " cat classmethod, is needed")
+    return cat(ops)

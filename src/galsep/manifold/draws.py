@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from galsep.errors import ConfigError, InputError
 from galsep.inference.priors import Prior
 from galsep.manifold.data import observations
 from galsep.manifold.settings import EM_METHODS, Setting, baselines
@@ -38,7 +39,7 @@ def em_draws(setting: Setting, stage: Mapping[str, Any], p: Mapping[str, Any], d
              log: Log) -> tuple[Tensor, Tensor]:
     """Posterior: the stage's last E-step; prior: draws from each source's final prior."""
     if list(stage["views"]) != list(setting.views) or list(stage["sources"]) != list(range(setting.sources)):
-        raise ValueError(f"stage {stage['stage']} of {stage['dataset']} covers views {stage['views']} and sources"
+        raise InputError(f"stage {stage['stage']} of {stage['dataset']} covers views {stage['views']} and sources"
                          f" {stage['sources']}, setting {setting.name} needs {list(setting.views)}, "
                          f"{list(range(setting.sources))}")
     em = p["em"]
@@ -61,7 +62,7 @@ def baseline_draws(setting: Setting, data: Mapping[str, Any], p: Mapping[str, An
     """
     method, s = get(p["method"]), p["baseline"]
     if not setting.contrastive:
-        raise ValueError(f"{method.name} is a contrastive baseline: setting {setting.name} is not contrastive")
+        raise ConfigError(f"{method.name} is a contrastive baseline: setting {setting.name} is not contrastive")
     K = setting.sources
     target = observations(data, [K - 1], range(K)).to(device)
     contrast = Contrast(target, observations(data, [K - 2], range(K)).to(device),
@@ -92,7 +93,7 @@ def make_draws(setting: Setting, data: Mapping[str, Any], stages: Sequence[Mappi
     start = time.perf_counter()
     if method in EM_METHODS:
         if not stages:
-            raise ValueError(f"{method} draws need the EM stage records")
+            raise InputError(f"{method} draws need the EM stage records")
         posterior, prior = em_draws(setting, stages[-1], p, device, log)
     elif method in baselines():
         posterior, prior = baseline_draws(setting, data, p, device, log)

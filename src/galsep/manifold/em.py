@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from galsep.errors import ConfigError, InputError
 from galsep.inference.em import e_step, gaussian_start, m_step
 from galsep.inference.priors import Prior, schedule_of
 from galsep.manifold.data import observations
@@ -39,7 +40,7 @@ def per_stage(value: int | Sequence[int], stage: int) -> int:
     if isinstance(value, int):
         return value
     if stage > len(value):
-        raise ValueError(f"a per-stage list {list(value)} has no entry for stage {stage}")
+        raise ConfigError(f"a per-stage list {list(value)} has no entry for stage {stage}")
     return int(value[stage - 1])
 
 
@@ -77,7 +78,7 @@ def run_stage(data: Mapping[str, Any], ds: Dataset, method: str, stage: int, pre
     entries: dict[int, dict[str, Any]] = {}
     if frozen:
         if previous is None:
-            raise ValueError(f"{label} needs the previous stage's priors for sources {[k + 1 for k in frozen]}")
+            raise InputError(f"{label} needs the previous stage's priors for sources {[k + 1 for k in frozen]}")
         entries.update({k: previous["priors"][k] for k in frozen})
     pos = {k: i for i, k in enumerate(sources)}
     history: list[dict[str, Any]] = []

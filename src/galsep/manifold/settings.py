@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from galsep.errors import ConfigError
+
 #: EM methods (a chain of stages each): DDPRISM with joint sampling, with Gibbs sampling, and the
 #: Gaussian start alone (no diffusion laps, a sanity floor)
 EM_METHODS = ("ddprism", "gibbs", "gaussian")
@@ -71,7 +73,7 @@ class Dataset:
         if self.schedule == "contrastive":
             return [stage - 1], [stage - 1], list(range(stage - 1))
         if stage != 1:
-            raise ValueError(f"dataset {self.name!r} has one EM stage, not {stage}")
+            raise ConfigError(f"dataset {self.name!r} has one EM stage, not {stage}")
         return [0, 1], [0, 1], []
 
 
@@ -80,12 +82,12 @@ def dataset(name: str) -> Dataset:
         return Dataset(name, "contrastive")
     m = _MIXED.fullmatch(name)
     if m is None:
-        raise ValueError(f"unknown manifold dataset {name!r}: contrastive, mixed-F (0 <= F <= 1) or mixed-separate")
+        raise ConfigError(f"unknown manifold dataset {name!r}: contrastive, mixed-F (0 <= F <= 1) or mixed-separate")
     if m.group(1) == "separate":
         return Dataset(name, "mixed", None, True)
     f = float(m.group(1))
     if not 0.0 <= f <= 1.0:
-        raise ValueError(f"mixing fraction of {name!r} must lie in [0, 1]")
+        raise ConfigError(f"mixing fraction of {name!r} must lie in [0, 1]")
     return Dataset(name, "mixed", f)
 
 
@@ -110,7 +112,7 @@ class Setting:
     def applies(self, method: str) -> bool:
         """Whether a method runs on this setting (the contrastive baselines need a contrastive one)."""
         if method not in methods():
-            raise ValueError(f"unknown manifold method {method!r}: one of {', '.join(methods())}")
+            raise ConfigError(f"unknown manifold method {method!r}: one of {', '.join(methods())}")
         return self.contrastive or method not in baselines()
 
 
@@ -121,7 +123,7 @@ def setting(name: str, smoothness: list[float] | None = None) -> Setting:
         K = int(m.group(1))
         if K < 2 or (smoothness is not None and K > len(smoothness)):
             top = len(smoothness) if smoothness is not None else "len(data.smoothness)"
-            raise ValueError(f"setting {name!r}: contrastive-K needs 2 <= K <= {top}")
+            raise ConfigError(f"setting {name!r}: contrastive-K needs 2 <= K <= {top}")
         return Setting(name, dataset("contrastive"), K, (K - 1,), K)
     ds = dataset(name)
     return Setting(name, ds, 2, (0, 1), 1)
