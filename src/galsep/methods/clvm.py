@@ -5,7 +5,7 @@ observation jointly: ``clvm_linear`` (linear decoders, exact latent posterior) a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from galsep.methods.base import Contrast, Log, Method, every_tenth
 
@@ -26,14 +26,28 @@ def _latents(latents: Mapping[str, int] | Sequence[int], sources: Sequence[str])
 
 
 class _CLVM(Method):
-    fitted = True
+    """Both CLVMs: fitted on every observation jointly by galsep.baselines.clvm's ``fit_function``."""
 
-    def _fit(self, data: Contrast, settings: Mapping[str, Any], generator: torch.Generator, log: Log,
-             **extra: Any) -> Any:
-        raise NotImplementedError
+    fitted = True
+    fit_function: ClassVar[str]
+    model_class: ClassVar[str]
+    extra_settings: ClassVar[tuple[str, ...]] = ()
 
     def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> Any:
-        return self._fit(data, settings, generator, every_tenth(settings["steps"], self.name, log))
+        from galsep.baselines import clvm
+
+        e = data.everything
+        model, trace = getattr(clvm, self.fit_function)(
+            e.y, e.operators(), e.variance, shape=e.shape, latents=_latents(settings["latents"], e.sources),
+            steps=settings["steps"], lr=settings["lr"], batch_size=settings["batch_size"], generator=generator,
+            log=every_tenth(settings["steps"], self.name, log), **{k: settings[k] for k in self.extra_settings})
+        model.trace = trace
+        return model
+
+    def load(self, state: Mapping[str, Any], device: torch.device) -> Any:
+        from galsep.baselines import clvm
+
+        return getattr(clvm, self.model_class).from_state(dict(state)).to(device)
 
     def draw(self, model: Any, obs: Observations, samples: int, settings: Mapping[str, Any], *,
              generator: torch.Generator, progress: bool = False) -> Tensor:
@@ -51,38 +65,12 @@ class _CLVM(Method):
 
 class CLVMLinear(_CLVM):
     name = "clvm_linear"
-
-    def _fit(self, data: Contrast, settings: Mapping[str, Any], generator: torch.Generator, log: Any,
-             **extra: Any) -> Any:
-        from galsep.baselines.clvm import fit_clvm_linear
-
-        e = data.everything
-        model, model.trace = fit_clvm_linear(
-            e.y, e.operators(), e.variance, shape=e.shape, latents=_latents(settings["latents"], e.sources),
-            steps=settings["steps"], lr=settings["lr"], batch_size=settings["batch_size"], generator=generator, log=log)
-        return model
-
-    def load(self, state: Mapping[str, Any], device: torch.device) -> Any:
-        from galsep.baselines.clvm import CLVMLinear as Model
-
-        return Model.from_state(dict(state)).to(device)
+    fit_function = "fit_clvm_linear"
+    model_class = "CLVMLinear"
 
 
 class CLVMVAE(_CLVM):
     name = "clvm_vae"
-
-    def _fit(self, data: Contrast, settings: Mapping[str, Any], generator: torch.Generator, log: Any,
-             **extra: Any) -> Any:
-        from galsep.baselines.clvm import fit_clvm_vae
-
-        e = data.everything
-        model, model.trace = fit_clvm_vae(
-            e.y, e.operators(), e.variance, shape=e.shape, latents=_latents(settings["latents"], e.sources),
-            steps=settings["steps"], lr=settings["lr"], batch_size=settings["batch_size"], generator=generator,
-            log=log, hidden=settings["hidden"], layers=settings["layers"], dropout=settings["dropout"])
-        return model
-
-    def load(self, state: Mapping[str, Any], device: torch.device) -> Any:
-        from galsep.baselines.clvm import CLVMVAE as Model
-
-        return Model.from_state(dict(state)).to(device)
+    fit_function = "fit_clvm_vae"
+    model_class = "CLVMVAE"
+    extra_settings = ("hidden", "layers", "dropout")
