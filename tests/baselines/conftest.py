@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 import torch
 from torch import Tensor
 
 from galsep.data.operators import PixelOperator
+from galsep.inference.observations import Observations
 
 
-@dataclass
-class Toy:
+@dataclass(frozen=True)
+class Toy(Observations):
     """Contrastive views of two sources (0: galaxy, 1: random): rows [:nb] are randoms (galaxy coef 0),
-    rows [nb:] galaxies (both coef 1)."""
+    rows [nb:] galaxies (both coef 1); the project's Observations plus the generating model."""
 
-    y: Tensor  # (N, H, W)
-    variance: Tensor  # (N, H, W)
-    mask: Tensor  # (N, H, W)
-    coef: Tensor  # (N, 2)
-    truth: Tensor  # (N, 2, H, W)
-    nb: int
-    means: Tensor  # (2, H * W), the generating model: x_k = means[k] + factors[k] z_k
-    factors: list[Tensor]  # (H * W, 3) and (H * W, 4)
+    nb: int = 0
+    means: Tensor | None = None  # (2, H * W), the generating model: x_k = means[k] + factors[k] z_k
+    factors: list[Tensor] = field(default_factory=list)  # (H * W, 3) and (H * W, 4)
 
-    def operators(self, idx=slice(None)) -> list[PixelOperator]:
-        factor = torch.ones(self.y.shape[0], dtype=torch.long)
-        return [PixelOperator(self.mask[idx], factor[idx], self.coef[idx, k]) for k in range(2)]
+    def operators(self, idx: slice | Tensor = slice(None)) -> list[PixelOperator]:  # type: ignore[override]
+        """The operators of the rows ``idx``."""
+        return [op[idx] for op in self.ops]
 
 
 def _blob(size: int, cx: float, cy: float, sx: float, sy: float) -> Tensor:
@@ -72,8 +68,11 @@ def contrastive_toy(nb: int, nt: int, size: int = 8, *, seed: int = 0, noise: fl
     f = torch.float32
     means = torch.stack([0.6 * gal[0].flatten(), torch.full((size * size,), 0.1 * contamination, dtype=torch.float64)])
     factors = [(gal.flatten(1).T * sg).to(f), (rnd.flatten(1).T * sr).to(f)]
-    return Toy(y.to(f), variance.to(f), mask.to(f), coef.to(f), torch.stack([xg, xr], 1).to(f), nb, means.to(f),
-               factors)
+    factor = torch.ones(n, dtype=torch.long)
+    mask, coef = mask.to(f), coef.to(f)
+    return Toy(("galaxy", "random"), y.to(f), variance.to(f), tuple(PixelOperator(mask, factor, coef[:, k]) for k in range(2)),
+               coef, (size, size), mask=mask, factor=factor, truth=torch.stack([xg, xr], 1).to(f), nb=nb,
+               means=means.to(f), factors=factors)
 
 
 def masked_mse(estimate: Tensor, truth: Tensor, mask: Tensor) -> float:
