@@ -57,6 +57,8 @@ def read_view(path: str | Path) -> Observations:
             factor=factor,
             truth=t("truth") if "truth" in f else None,
             ids=f["object_id"][...],
+            normalisation={k: float(f.attrs[k]) for k in ("arcsinh_scale", "stretch", "clip", "ivar_floor")
+                           if k in f.attrs},
         )
 
 

@@ -35,6 +35,8 @@ class Observations:
         factor: block-downsampling factor of each row, (N,), for pixel data.
         truth: the true sources, (N, K, *S), where known (synthetic data).
         ids: an identifier per row (object ids), where known.
+        normalisation: the constants of the normalisation y is in (galsep.data.normalise.Stretch's
+            fields), for images read from a view file.
     """
 
     sources: tuple[str, ...]
@@ -47,6 +49,7 @@ class Observations:
     factor: Tensor | None = None
     truth: Tensor | None = None
     ids: np.ndarray | None = field(default=None, compare=False)
+    normalisation: dict[str, float] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.ops) != len(self.sources) or self.coef.shape[1:] != (len(self.sources),):
@@ -107,6 +110,7 @@ def stack(parts: Sequence[Observations], sources: Sequence[str] | None = None) -
         names, torch.cat([p.y for p in parts]), torch.cat([p.variance for p in parts]), ops,
         torch.cat([p.coef for p in parts]), parts[0].shape, mask=cat([p.mask for p in parts]),
         factor=cat([p.factor for p in parts]), truth=cat([p.truth for p in parts]), ids=ids,
+        normalisation=parts[0].normalisation,
     )
 
 
