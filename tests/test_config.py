@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import update_config, validate
 
 from workflow import copy_workflow, snakemake
 
@@ -49,3 +56,147 @@ def test_sharding_plans_one_job_per_shard(wf, tmp_path):
     assert stats["estep_shard"] == str(64 * 2) and stats["gather_estep"] == "2"
     assert stats["posterior_shard"] == "64"
     assert len(set(re.findall(r"results/prior/random/estep1/shard(\d+)\.pt", out))) == 64
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema documents every key: description, default (= config.yaml), closed objects
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+MANIFOLD_SCHEMA = ROOT / "workflow" / "schemas" / "manifold.schema.yaml"
+OPEN = {"manifold"}  # its keys, meanings and defaults are in manifold.schema.yaml; no default here
+
+
+def _load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _resolve(node: dict, root: dict) -> dict:
+    """``node`` with its local ``$ref`` followed: the referenced schema, then node's own keywords over it
+    (``properties`` merged key by key, as the validator applies both)."""
+    if "$ref" not in node:
+        return node
+    target: Any = root
+    for part in node["$ref"].removeprefix("#/").split("/"):
+        target = target[part]
+    merged = {**_resolve(target, root), **{k: v for k, v in node.items() if k not in ("$ref", "properties")}}
+    if "properties" in node:
+        props = dict(merged.get("properties", {}))
+        for key, sub in node["properties"].items():
+            props[key] = {**props.get(key, {}), **sub}
+        merged["properties"] = props
+    return merged
+
+
+def _properties(node: dict, root: dict, prefix: str = "") -> Iterator[tuple[str, dict]]:
+    """(dotted key, resolved schema) of every property at every level."""
+    for key, sub in _resolve(node, root).get("properties", {}).items():
+        sub = _resolve(sub, root)
+        yield prefix + key, sub
+        yield from _properties(sub, root, f"{prefix}{key}.")
+
+
+def _lookup(config: dict, dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(dotted)
+        value = value[part]
+    return value
+
+
+def _overlay(dotted: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(dotted.split(".")):
+        out = {part: out}
+    return out
+
+
+def _validated(*overlays: dict) -> dict:
+    config = _load(ROOT / "config.yaml")
+    for overlay in overlays:
+        update_config(config, copy.deepcopy(overlay))
+    validate(config, str(SCHEMA))
+    return config
+
+
+SCHEMA_DOC = _load(SCHEMA)
+PROPERTIES = list(_properties(SCHEMA_DOC, SCHEMA_DOC))
+
+
+def test_every_key_has_a_description_and_a_default():
+    assert len(PROPERTIES) > 100  # the walk reached the nested sections and the $defs
+    undescribed = [k for k, sub in PROPERTIES if not str(sub.get("description", "")).strip()]
+    undefaulted = [k for k, sub in PROPERTIES if "default" not in sub and k not in OPEN]
+    assert undescribed == [] and undefaulted == []
+    # objects with keys are closed, so a misspelt key fails validation; their default {} lets validate fill
+    # the children's defaults
+    closed = [("", SCHEMA_DOC)] + [(k, sub) for k, sub in PROPERTIES if "properties" in sub]
+    assert [k for k, sub in closed if sub.get("additionalProperties") is not False] == []
+    assert [k for k, sub in closed[1:] if sub["default"] != {}] == []
+    assert [k for k, sub in PROPERTIES if k in OPEN and "properties" in sub] == [] and MANIFOLD_SCHEMA.exists()
+
+
+def test_defaults_are_config_yaml():
+    """Each default equals config.yaml's value of that key, and the defaults alone rebuild config.yaml."""
+    config = _load(ROOT / "config.yaml")
+    differ = []
+    for key, sub in PROPERTIES:
+        if "properties" in sub or "default" not in sub:
+            continue
+        try:
+            value = _lookup(config, key)
+        except KeyError:
+            continue  # not in config.yaml (mast, the sampler's CG safeguards): the schema is the default
+        if sub["default"] != value or type(sub["default"]) is not type(value):
+            differ.append((key, sub["default"], value))
+    assert differ == []
+    empty: dict = {}
+    validate(empty, str(SCHEMA))
+    assert empty == _validated()
+
+
+SHIPPED = ["config.yaml", "tests/configs/tiny.yaml",
+           *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "workflow" / "configs").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("overlay", SHIPPED)
+def test_shipped_configs_validate(overlay):
+    """config.yaml, and each shipped overlay laid over it as Snakemake does, pass the schema."""
+    config = _validated(_load(ROOT / overlay))
+    if config["experiment"] == "manifold":
+        validate(config["manifold"], str(MANIFOLD_SCHEMA))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sede",
+        "synthetic.tile_sise",
+        "mast.tiles_limt",
+        "mast.download.retrys",
+        "mast.gzh.sourse",
+        "cutouts.sise",
+        "views.strech",
+        "diffusion.sigma_mn",
+        "network.chanels",
+        "em.trian",
+        "em.train.step",
+        "em.sampler.tua",
+        "methods.clvm_liner",
+        "methods.gibbs.sampler.cg_iter",
+        "methods.basis.level",
+        "methods.pcpca.gama",
+        "methods.clvm_linear.step",
+        "methods.clvm_linear.hidden",  # a clvm_vae key: the linear model reads no MLP settings
+        "methods.clvm_vae.latents.galaxies",
+        "methods.nes.iteration",
+        "posterior.sampls",
+        "posterior.sampler.step",
+    ],
+)
+def test_misspelt_key_fails_naming_it(key):
+    with pytest.raises(WorkflowError) as info:
+        _validated(_overlay(key, 1))
+    message = str(info.value)
+    assert "Additional properties are not allowed" in message and repr(key.rsplit(".", 1)[-1]) in message

@@ -21,6 +21,7 @@ from galsep.sources.synthetic.psf import hst_psf
 PARAMS = dict(
     tiles=2,
     tile_size=256,
+    star_mag_range=[17.0, 25.0],
     ra=150.1,
     dec=2.2,
     exposure_time=2028.0,

@@ -22,10 +22,8 @@ from galsep.seeding import numpy_generator
 from galsep.sources.synthetic import observe, population, render
 from galsep.sources.synthetic.psf import hst_psf
 
-__all__ = ["DEFAULT_STAR_MAG_RANGE", "TARGET_HLR_RANGE", "INTERLOPER_HLR_RANGE", "OUTSIDE", "Rendered", "centroid",
-           "make_tile"]
+__all__ = ["TARGET_HLR_RANGE", "INTERLOPER_HLR_RANGE", "OUTSIDE", "Rendered", "centroid", "make_tile"]
 
-DEFAULT_STAR_MAG_RANGE = (17.0, 25.0)
 TARGET_HLR_RANGE = (0.06, 1.5)  # clip of disk half-light radii [arcsec]
 INTERLOPER_HLR_RANGE = (0.03, 1.0)
 OUTSIDE = 16  # pixels beyond the tile edge where interlopers and stars may sit and shine in
@@ -150,7 +148,7 @@ def make_tile(
     stars = population.stars(
         rng,
         int(rng.poisson(float(params["star_rate"]) * n_targets)),
-        tuple(params.get("star_mag_range", DEFAULT_STAR_MAG_RANGE)),
+        tuple(params["star_mag_range"]),
         zp,
         around,
     )
