@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -18,6 +18,12 @@ from torch import Tensor
 from galsep.inference.mmps import Operator
 
 __all__ = ["Observations", "stack"]
+
+
+class _Movable(Protocol):
+    """The operators of :mod:`galsep.data.operators` move to a device."""
+
+    def to(self, device: torch.device | str) -> Operator: ...
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,7 @@ class Observations:
     def to(self, device: torch.device | str) -> Observations:
         opt = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(self, y=self.y.to(device), variance=self.variance.to(device),
-                       ops=tuple(op.to(device) for op in self.ops), coef=self.coef.to(device),
+                       ops=tuple(cast(_Movable, op).to(device) for op in self.ops), coef=self.coef.to(device),
                        mask=opt(self.mask), factor=opt(self.factor), truth=opt(self.truth))
 
     def holding(self, source: int) -> Tensor:
@@ -115,6 +121,7 @@ def _cat_ops(ops: Sequence[Operator]) -> Operator:
 
     if all(isinstance(op, PixelOperator) for op in ops):
         return PixelOperator(*(torch.cat([getattr(op, k) for op in ops]) for k in ("mask", "factor", "coef")))
-    if all(isinstance(op, DenseOperator) for op in ops):
-        return DenseOperator(torch.cat([op.matrix for op in ops]))
+    dense = [op for op in ops if isinstance(op, DenseOperator)]
+    if len(dense) == len(ops):
+        return DenseOperator(torch.cat([op.matrix for op in dense]))
     raise TypeError(f"cannot stack operators of types {sorted({type(op).__name__ for op in ops})}")
