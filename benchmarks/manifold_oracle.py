@@ -24,12 +24,14 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
+from torch import Tensor
 
 from galsep.evaluation.metrics import psnr_vectors, sinkhorn
-from galsep.inference.em import e_step, m_step
+from galsep.inference.em import MStep, e_step, m_step
 from galsep.inference.priors import schedule_of
 from galsep.manifold.data import make_dataset, observations
 from galsep.manifold.paper import PAPER
@@ -62,14 +64,14 @@ def main() -> None:
 
     schedule = schedule_of(em["diffusion"])
 
-    def train(model, x, steps, key):
+    def train(model: torch.nn.Module | None, x: Tensor, steps: int, key: tuple[object, ...]) -> MStep:
         # no EMA in the benchmark (decay 0): the trained weights are the prior
         t = {**em["train"], "steps": steps, "ema_decay": 0.0, "weight_decay": em["train"].get("weight_decay", 0.0)}
         return m_step(x, network=em["network"], train=t, schedule=schedule, bound=em["clip"], model=model,
                       init_seed=derive_seed(seed, "benchmark", "oracle", "init", *key),
                       generator=generator(seed, "benchmark", "oracle", *key))
 
-    def draw(steps_, key):
+    def draw(steps_: int, key: tuple[object, ...]) -> tuple[Tensor, dict[str, Any]]:
         start = time.perf_counter()
         s = e_step("ddprism", priors, obs, {**sampler, "steps": steps_, "batch_size": None},
                    generator=generator(seed, "benchmark", *key))
@@ -96,7 +98,8 @@ def main() -> None:
         "setting": "contrastive-2 (view 2, sources 1 and 2; source 2 is the target)",
         "observations": len(obs), "oracle_train_steps": args.train_steps,
         "oracle_final_loss": [round(statistics.fmean(x[-100:]), 4) for x in losses],
-        "em_on_truth": args.em_on_truth, "paper_target_psnr": PAPER["contrastive-2"]["ddprism"]["posterior_psnr"], "paper_pc_steps": 16384,
+        "em_on_truth": args.em_on_truth, "paper_target_psnr": PAPER["contrastive-2"]["ddprism"]["posterior_psnr"],
+        "paper_pc_steps": 16384,
         "by_pc_steps": rows, "em_from_oracle": laps,
     }, indent=2))
 

@@ -7,26 +7,33 @@ from the config in its ``params:``, so that a changed value reruns exactly the s
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from typing import TYPE_CHECKING, Any
 
-from galsep.cli import add_stage, run
+from galsep.cli import Stage, add_stage, run
+
+if TYPE_CHECKING:
+    from galsep.workflow import Chain
+
+__all__ = ["main", "parser"]
 
 
-def _synthetic_tile(a, p, log) -> None:
+def _synthetic_tile(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.sources.synthetic import make_tile
 
     make_tile(a.tile, p["index"], p["synthetic"], p["seed"], a.tile_out, a.truth_out, a.targets_out)
     log.info("simulated %s", a.tile)
 
 
-def _merge_targets(a, p, log) -> None:
+def _merge_targets(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.data.cutouts import merge_targets
 
     merge_targets(a.inputs, a.out)
     log.info("merged %d target tables into %s", len(a.inputs), a.out)
 
 
-def _cutouts(a, p, log) -> None:
+def _cutouts(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.data.cutouts import make_cutouts
 
     make_cutouts(
@@ -35,7 +42,7 @@ def _cutouts(a, p, log) -> None:
     )
 
 
-def _views(a, p, log) -> None:
+def _views(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.data.normalise import Stretch
     from galsep.data.views import make_view
 
@@ -47,43 +54,43 @@ def _views(a, p, log) -> None:
     )
 
 
-def _chain(p):
+def _chain(p: dict[str, Any]) -> dict[str, Chain]:
     from galsep.workflow import chains
 
     return {c.name: c for c in chains(p["schedule"], p["views"])}
 
 
-def _prior_gaussian(a, p, log) -> None:
+def _prior_gaussian(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.inference.stages import gaussian_stage
 
     gaussian_stage(_chain(p)[a.chain], a.views, a.frozen, a.out, a.samples_out, p, log.info)
 
 
-def _prior_lap(a, p, log) -> None:
+def _prior_lap(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.inference.stages import lap_stage
 
     lap_stage(_chain(p)[a.chain], a.lap, a.previous, a.samples, a.out, p, log.info)
 
 
-def _estep_shard(a, p, log) -> None:
+def _estep_shard(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.inference.stages import estep_shard
 
     estep_shard(_chain(p)[a.chain], a.lap, a.prior, a.frozen, a.views, a.shard, a.shards, a.out, p, log.info)
 
 
-def _gather_estep(a, p, log) -> None:
+def _gather_estep(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.inference.stages import gather_samples
 
     gather_samples(_chain(p)[a.chain], a.lap, a.inputs, a.out)
 
 
-def _fit_baseline(a, p, log) -> None:
+def _fit_baseline(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.separation import fit_stage
 
     fit_stage(a.method, a.views, a.out, p, log.info)
 
 
-def _separate(a, p, log) -> None:
+def _separate(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.separation import separation_shard
 
     separation_shard(a.method, a.view, a.shard, a.shards, a.out, p, prior_paths=a.priors,
@@ -100,37 +107,37 @@ def _weights(method: str, paths: list[str]) -> dict[str, str]:
     return {method: paths[0]} if paths else {}
 
 
-def _catalogue(a, p, log) -> None:
+def _catalogue(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.products.catalogue import write_catalogue
 
     write_catalogue(a.inputs, a.cutouts, _weights(a.method, a.weights), p["config"], a.out, log.info)
 
 
-def _compare_method(a, p, log) -> None:
+def _compare_method(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.evaluation.compare import write_method_metrics
 
     write_method_metrics(a.method, a.inputs, a.cutouts, a.randoms, p, a.out, log.info)
 
 
-def _compare(a, p, log) -> None:
+def _compare(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.evaluation.compare import write_comparison
 
     write_comparison(a.inputs, p["benchmarks"], a.outdir, log.info)
 
 
-def _evaluate(a, p, log) -> None:
+def _evaluate(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.evaluation.evaluate import write_metrics
 
     write_metrics(a.catalogue, a.randoms, p["views"], a.out, log.info)
 
 
-def _figures(a, p, log) -> None:
+def _figures(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.evaluation.figures import make_figures
 
     make_figures(a.catalogue, a.metrics, a.laps, a.samples, a.outdir, log.info)
 
 
-def _publish(a, p, log) -> None:
+def _publish(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.products.publish import publish
 
     publish(a.catalogue, a.metrics, a.outdir, p["config"], log.info)
@@ -140,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="galsep", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="stage", required=True)
 
-    def stage(name, fn, help):
+    def stage(name: str, fn: Stage, help: str) -> argparse.ArgumentParser:
         return add_stage(sub, name, fn, help)
 
     s = stage("synthetic-tile", _synthetic_tile, "simulate one tile of the synthetic COSMOS field")
@@ -196,7 +203,8 @@ def parser() -> argparse.ArgumentParser:
     s = stage("catalogue", _catalogue, "write the Zarr catalogue from separation shards")
     for arg in ("--method", "--cutouts", "--out"):
         s.add_argument(arg, required=True)
-    s.add_argument("--weights", nargs="*", default=[], help="the priors or the fitted model (none for a method that needs neither)")
+    s.add_argument("--weights", nargs="*", default=[],
+                   help="the priors or the fitted model (none for a method that needs neither)")
     s.add_argument("inputs", nargs="+")
     s = stage("compare-method", _compare_method, "one method's metrics against the synthetic truth")
     for arg in ("--method", "--cutouts", "--randoms", "--out"):

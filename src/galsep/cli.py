@@ -12,8 +12,14 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from galsep.errors import GalsepError
+
+__all__ = ["Stage", "add_stage", "logger", "run"]
+
+Stage = Callable[[argparse.Namespace, dict[str, Any], logging.Logger], None]
+"""A stage's function: ``fn(args, params, log)``."""
 
 
 def logger(path: str | None = None) -> logging.Logger:
@@ -26,7 +32,7 @@ def logger(path: str | None = None) -> logging.Logger:
     return log
 
 
-def add_stage(sub: argparse._SubParsersAction, name: str, fn: Callable, help: str,
+def add_stage(sub: argparse._SubParsersAction, name: str, fn: Stage, help: str,
               threads: int | None = None) -> argparse.ArgumentParser:
     """A stage sub-command calling ``fn(args, params, log)``; ``threads`` is the default of --threads."""
     s = sub.add_parser(name, help=help)

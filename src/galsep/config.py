@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from galsep.errors import ConfigError
 from galsep.methods import registry
 
+__all__ = ["check"]
+
 
 def check(config: Mapping) -> None:
     """Raise :class:`ConfigError` naming the key when values contradict each other."""
@@ -31,9 +33,13 @@ def check(config: Mapping) -> None:
     net = config["network"]
     levels = len(net["channels"])
     if size % 2 ** (levels - 1):
-        raise ConfigError(f"cutouts.size = {size} must divide by 2^(levels - 1) = {2 ** (levels - 1)} for network.channels")
+        raise ConfigError(
+            f"cutouts.size = {size} must divide by 2^(levels - 1) = {2 ** (levels - 1)} for network.channels"
+        )
     if any(i >= levels for i in net["attention_levels"]):
-        raise ConfigError(f"network.attention_levels {net['attention_levels']} name levels beyond the {levels} of network.channels")
+        raise ConfigError(
+            f"network.attention_levels {net['attention_levels']} name levels beyond the {levels} of network.channels"
+        )
     if config["diffusion"]["sigma_min"] >= config["diffusion"]["sigma_max"]:
         raise ConfigError("diffusion.sigma_min must be below diffusion.sigma_max")
     for f in (2, 4):

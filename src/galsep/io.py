@@ -47,8 +47,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def load_torch(path: str | os.PathLike) -> Any:
-    """A torch file of plain data (tensors, dicts, lists, tuples, str, numbers) on the CPU.
+def load_torch(path: str | os.PathLike) -> dict[str, Any]:
+    """A torch file of plain data (a dict of tensors, dicts, lists, tuples, str, numbers) on the CPU.
 
     Loads with ``weights_only=True``, so a file never runs pickled code; one holding other objects
     is refused with an :class:`InputError` naming it.

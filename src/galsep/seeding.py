@@ -7,6 +7,8 @@ import hashlib
 import numpy as np
 import torch
 
+__all__ = ["derive_seed", "generator", "numpy_generator", "pick_device"]
+
 
 def derive_seed(seed: int, *key: object) -> int:
     """A 63-bit seed from the config seed and any labels (stage, source, lap, shard)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -62,7 +62,7 @@ def fit_stage(name: str, view_paths: Sequence[str], out: str, p: Mapping[str, An
                     "params": dict(p), "seconds": seconds, "device": str(device)}, tmp)
 
 
-def _load_model(method: Method, path: str, device: torch.device) -> Any:
+def _load_model(method: Method, path: str, device: torch.device) -> object:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -84,7 +84,8 @@ def fill_residual(draws: Tensor, obs: Observations) -> Tensor:
     n, S = draws.shape[:2]
     rep = torch.arange(n, device=draws.device).repeat_interleave(S)
     ops = obs.operators()
-    model = sum(ops[k][rep](draws[:, :, k].flatten(0, 1)) for k in range(draws.shape[2]) if k != j)
+    # a Tensor: the sum has a term for every source but j
+    model = cast(Tensor, sum(ops[k][rep](draws[:, :, k].flatten(0, 1)) for k in range(draws.shape[2]) if k != j))
     draws = draws.clone()
     draws[:, :, j] = obs.mask[:, None] * (obs.y[:, None] - model.unflatten(0, (n, S)))
     return draws

@@ -92,6 +92,8 @@ class CLVMLinear(nn.Module):
     Parameters ``means`` (K, D) and ``factors`` (K tensors (D, L_k)).
     """
 
+    trace: list[float]  # the fit's objective per step, set by galsep.methods.clvm
+
     def __init__(self, shape: Sequence[int], latents: Sequence[int]) -> None:
         super().__init__()
         if not latents or min(latents) < 1:
@@ -212,6 +214,7 @@ class CLVMVAE(nn.Module):
 
     feature_loc: Tensor
     feature_scale: Tensor
+    trace: list[float]  # the fit's objective per step, set by galsep.methods.clvm
 
     def __init__(self, shape: Sequence[int], latents: Sequence[int], hidden: int = 256, layers: int = 3,
                  dropout: float = 0.1) -> None:

@@ -101,6 +101,8 @@ class NESNet(nn.Module):
 class NES:
     """A trained NES separator: (y, mask) -> (x_hat, b_hat) = ((1 - m) y, m y)."""
 
+    trace: list[dict[str, float]]  # the fit's history per iteration, set by galsep.methods.nes
+
     def __init__(self, net: NESNet) -> None:
         self.net = net.eval().requires_grad_(False)
 

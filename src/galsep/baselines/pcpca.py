@@ -134,6 +134,10 @@ class PCPCA(nn.Module):
     Parameters ``mean`` (D,) and ``factors`` (D, L) (also available as ``W``).
     """
 
+    # set by galsep.methods.pcpca: the index of the modelled source, the fit's objective per step
+    target_source: int
+    trace: list[float]
+
     def __init__(self, shape: Sequence[int], latent: int, gamma: float) -> None:
         super().__init__()
         if latent < 1:

@@ -29,6 +29,11 @@ from galsep.io import atomic_path
 from galsep.products.catalogue import build_dataset, gather_draws
 from galsep.seeding import derive_seed
 
+__all__ = [
+    "PQMASS_TESSELLATIONS", "SINKHORN_EPS", "comparison", "markdown", "method_metrics", "read_benchmarks",
+    "write_comparison", "write_method_metrics"
+]
+
 Log = Callable[[str], None]
 
 
@@ -145,8 +150,8 @@ def markdown(table: Mapping[str, Any]) -> str:
             ("galaxy PSNR, draw [dB]", "galaxy_psnr_draw_db", "{:.2f}"),
             ("flux residual [%]", "flux_residual_median_pct", "{:+.1f}"),
             ("+-", "flux_residual_spread_pct", "{:.1f}"), ("PQMass p", "pqmass_p", "{:.3g}"),
-            ("Sinkhorn", "sinkhorn", "{:.4g}"), ("fit [s]", "fit_s", "{:.0f}"), ("separate [s]", "separate_s", "{:.0f}"),
-            ("peak RSS [MB]", "peak_rss_mb", "{:.0f}")]
+            ("Sinkhorn", "sinkhorn", "{:.4g}"), ("fit [s]", "fit_s", "{:.0f}"),
+            ("separate [s]", "separate_s", "{:.0f}"), ("peak RSS [MB]", "peak_rss_mb", "{:.0f}")]
     lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
     for row in table["rows"]:
         cells = [fmt.format(row[key]) if key in row and row[key] == row[key] else "-" for _, key, fmt in cols]

@@ -28,7 +28,9 @@ __all__ = ["flux_residual", "pqmass", "psnr_images", "psnr_vectors", "sinkhorn",
            "PQMASS_CONVENTION", "PSNR_CONVENTION"]
 
 PSNR_CONVENTION = "PSNR = 10 log10(range^2 / MSE) per object, then averaged"
-SINKHORN_CONVENTION = "debiased Sinkhorn divergence on the squared Euclidean cost |x - y|^2, entropic regularisation eps"
+SINKHORN_CONVENTION = (
+    "debiased Sinkhorn divergence on the squared Euclidean cost |x - y|^2, entropic regularisation eps"
+)
 PQMASS_CONVENTION = "PQMass p-value, mean over re-tessellations"
 
 

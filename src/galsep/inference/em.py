@@ -89,7 +89,7 @@ def gaussian_start(obs: Observations, frozen: Mapping[int, Prior], *, schedule: 
         obs.y, obs.operators(), obs.variance, shape=obs.shape, rank=rank, laps=laps, priors=start,  # type: ignore[arg-type]
         fixed=tuple(frozen), generator=generator, log=None if log is None else lambda lap, _, s: log(lap, s), **kw,
     )
-    priors = [frozen[k] if k in frozen else Prior.gaussian_of(g, schedule)  # type: ignore[arg-type]
+    priors = [frozen[k] if k in frozen else Prior.gaussian_of(g, schedule)
               for k, g in enumerate(fitted)]
     if final_estep:
         samples = sample_joint_posterior(priors, obs.operators(), obs.y, obs.variance, shape=obs.shape,

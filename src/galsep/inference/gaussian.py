@@ -9,12 +9,12 @@ M-step refits each prior by probabilistic PCA (Tipping & Bishop 1999).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import Tensor, nn
 
-from galsep.inference.mmps import Operator, sample_joint_posterior
+from galsep.inference.mmps import Operator, SamplingSettings, sample_joint_posterior
 
 __all__ = ["LowRankGaussian", "fit_ppca", "gaussian_em"]
 
@@ -144,7 +144,7 @@ def gaussian_em(y: Tensor, operators: Sequence[Operator], noise_var: Tensor, *, 
                 rank: int | Sequence[int], laps: int, priors: Sequence[LowRankGaussian] | None = None,
                 fixed: Sequence[int] = (), generator: torch.Generator | None = None,
                 log: Callable[[int, list[LowRankGaussian], Tensor], None] | None = None,
-                **sampling: Any) -> tuple[list[LowRankGaussian], Tensor]:
+                **sampling: Unpack[SamplingSettings]) -> tuple[list[LowRankGaussian], Tensor]:
     """Monte-Carlo EM for K low-rank Gaussian priors from incomplete, noisy observations.
 
     Each lap: E-step = one joint posterior sample per observation from :func:`sample_joint_posterior`

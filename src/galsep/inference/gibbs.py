@@ -9,12 +9,12 @@ so a round costs K full sampler runs; the paper finds joint sampling far cheaper
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import Tensor
 
-from galsep.inference.mmps import Denoiser, Operator, sample_joint_posterior
+from galsep.inference.mmps import Denoiser, Operator, PosteriorSettings, sample_joint_posterior
 from galsep.inference.samplers import pc_sample
 from galsep.inference.schedule import VESchedule
 
@@ -24,7 +24,7 @@ __all__ = ["gibbs_sample"]
 def gibbs_sample(denoisers: Sequence[Denoiser], operators: Sequence[Operator], y: Tensor, noise_var: Tensor, *,
                  shape: Sequence[int], schedule: VESchedule, rounds: int, steps: int = 64, corrections: int = 1,
                  tau: float = 1e-2, init: Tensor | None = None, generator: torch.Generator | None = None,
-                 **posterior: Any) -> Tensor:
+                 **posterior: Unpack[PosteriorSettings]) -> Tensor:
     """Gibbs-sample the joint posterior of K sources.
 
     Args:
@@ -39,7 +39,7 @@ def gibbs_sample(denoisers: Sequence[Denoiser], operators: Sequence[Operator], y
         the state after the last round, shape (B, K, *S).
     """
     B = y.shape[0]
-    kw = dict(generator=generator, device=y.device, dtype=y.dtype)
+    kw: dict[str, Any] = dict(generator=generator, device=y.device, dtype=y.dtype)
     if init is None:
         with torch.no_grad():  # plain prior draws: no graph through network weights
             x = torch.stack([pc_sample(D, schedule.sigma_max * torch.randn((B, *shape), **kw), schedule,
@@ -50,7 +50,7 @@ def gibbs_sample(denoisers: Sequence[Denoiser], operators: Sequence[Operator], y
     # running residual y - sum_j A_j x_j, updated by one source's contribution at a time
     residual = y - sum(A(x[:, k]) for k, A in enumerate(operators))
     for _ in range(rounds):
-        for k, (D, A) in enumerate(zip(denoisers, operators)):
+        for k, (D, A) in enumerate(zip(denoisers, operators, strict=False)):
             residual = residual + A(x[:, k])
             x[:, k] = sample_joint_posterior([D], [A], residual, noise_var, shape=shape, schedule=schedule,
                                              steps=steps, corrections=corrections, tau=tau, generator=generator,

@@ -14,7 +14,7 @@ exact denoiser, so J v is taken as J^T v). The system matrix is never formed.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol, Required, TypedDict, Unpack
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,7 @@ from galsep.inference.schedule import VESchedule
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 
-__all__ = ["Operator", "JointPosterior", "sample_joint_posterior"]
+__all__ = ["Operator", "JointPosterior", "PosteriorSettings", "SamplingSettings", "sample_joint_posterior"]
 
 
 class Operator(Protocol):
@@ -35,7 +35,28 @@ class Operator(Protocol):
 
     def T(self, y: Tensor) -> Tensor: ...
 
-    def __getitem__(self, idx: Any) -> Operator: ...
+    def __getitem__(self, idx: slice | Tensor) -> Operator: ...
+
+
+class PosteriorSettings(TypedDict, total=False):
+    """The CG settings of :class:`JointPosterior` (keyword arguments of its constructor)."""
+
+    cg_iters: int
+    cg_tol: float
+    denom_floor: float
+    regularisation: float | None
+    reg_threshold: float | None
+
+
+class SamplingSettings(PosteriorSettings, total=False):
+    """Keyword arguments of :func:`sample_joint_posterior` beyond the observations, shape and generator."""
+
+    schedule: Required[VESchedule]
+    steps: int
+    corrections: int
+    tau: float
+    batch_size: int | None
+    progress: bool
 
 
 def _pad(s: Tensor, x: Tensor) -> Tensor:
@@ -111,19 +132,19 @@ class JointPosterior:
             sigma = sigma[:, None].expand(-1, K)
         var = sigma**2
         means, vjps = [], []
-        for k, (D, x) in enumerate(zip(self.denoisers, x_t.unbind(1))):
+        for k, (D, x) in enumerate(zip(self.denoisers, x_t.unbind(1), strict=True)):
             d, vjp = _vjp(D, x, sigma[:, k])
             means.append(d)
             vjps.append(vjp)
         with torch.no_grad():
             ops = self.operators
-            residual = self.y - sum(A(d) for A, d in zip(ops, means))
+            residual = self.y - sum(A(d) for A, d in zip(ops, means, strict=True))
 
             def matvec(v: Tensor) -> tuple[Tensor, Tensor]:
                 # inner_k = J_k^T A_k^T v; the CG accumulates it along the solution for free
-                inner = [vjp(A.T(v)) for A, vjp in zip(ops, vjps)]
+                inner = [vjp(A.T(v)) for A, vjp in zip(ops, vjps, strict=True)]
                 mv = self.noise_var * v
-                for k, (A, u) in enumerate(zip(ops, inner)):
+                for k, (A, u) in enumerate(zip(ops, inner, strict=True)):
                     mv = mv + _pad(var[:, k], v) * A(u)
                 return mv, torch.stack(inner, 1)
 
@@ -131,6 +152,7 @@ class JointPosterior:
                 matvec, residual, maxiter=self.cg_iters, tol=self.cg_tol, floor=self.denom_floor,
                 regularisation=self.regularisation, threshold=self.reg_threshold, aux=True)
             mean = torch.stack(means, 1)
+            assert self.last.aux is not None  # aux=True: the CG accumulates the inner products
             return mean + var.reshape(var.shape + (1,) * (mean.ndim - 2)) * self.last.aux
 
 
@@ -138,7 +160,7 @@ def sample_joint_posterior(denoisers: Sequence[Denoiser], operators: Sequence[Op
                            noise_var: Tensor, *, shape: Sequence[int], schedule: VESchedule, steps: int = 64,
                            corrections: int = 1, tau: float = 1e-2, generator: torch.Generator | None = None,
                            batch_size: int | None = None, progress: bool = False,
-                           **posterior: Any) -> Tensor:
+                           **posterior: Unpack[PosteriorSettings]) -> Tensor:
     """Draw one joint posterior sample per observation with the predictor-corrector sampler.
 
     Args:

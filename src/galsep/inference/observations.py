@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -18,6 +18,12 @@ from torch import Tensor
 from galsep.inference.mmps import Operator
 
 __all__ = ["Observations", "stack"]
+
+
+class _Movable(Protocol):
+    """The operators of :mod:`galsep.data.operators` move to a device."""
+
+    def to(self, device: torch.device | str) -> Operator: ...
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ class Observations:
     def to(self, device: torch.device | str) -> Observations:
         opt = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(self, y=self.y.to(device), variance=self.variance.to(device),
-                       ops=tuple(op.to(device) for op in self.ops), coef=self.coef.to(device),
+                       ops=tuple(cast(_Movable, op).to(device) for op in self.ops), coef=self.coef.to(device),
                        mask=opt(self.mask), factor=opt(self.factor), truth=opt(self.truth))
 
     def holding(self, source: int) -> Tensor:

@@ -117,12 +117,16 @@ def lap_stage(
     start = time.perf_counter()
     for k, source in enumerate(chain.trained):
         before = prev["sources"][source]
+
+        def lap_log(s: str, source: str = source) -> None:
+            log(f"[{chain.name}] lap {lap} {source}: {s}")
+
         step = m_step(
             data[:, k], network=p["network"], train=t, schedule=schedule_of(p["diffusion"]), bound=p["clip"],
             init_seed=derive_seed(p["seed"], chain.name, "init", lap, source),
             generator=generator(p["seed"], chain.name, "train", lap, source, device=device),
             weights=before["model"] if before.get("kind") == "diffusion" else None,
-            progress=p.get("progress", False), log=lambda s, source=source: log(f"[{chain.name}] lap {lap} {source}: {s}"),
+            progress=p.get("progress", False), log=lap_log,
         )
         entries[source] = step.prior.entry
         losses[source] = step.losses

@@ -19,3 +19,5 @@ Modules, one job each:
     table     table.json and table.md from every method's metrics
 The command line (``python -m galsep.manifold STAGE``) runs one stage; ``rules/manifold.smk`` wires them.
 """
+
+__all__: list[str] = []  # import from the submodules; nothing is re-exported here

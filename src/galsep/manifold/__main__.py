@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from typing import Any
 
 import torch
 
-from galsep.cli import add_stage, run
+from galsep.cli import Stage, add_stage, run
+
+__all__ = ["main", "parser"]
 
 
-def _device(p):
+def _device(p: dict[str, Any]) -> torch.device:
     from galsep.seeding import pick_device
 
     return pick_device(p.get("device", "cpu"))
 
 
-def _data(a, p, log) -> None:
+def _data(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.manifold.data import make_dataset, save_dataset
     from galsep.manifold.settings import dataset
 
@@ -36,11 +40,11 @@ def _data(a, p, log) -> None:
              data["x"].shape[2])
 
 
-def _load(path):
+def _load(path: str) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def _fit(a, p, log) -> None:
+def _fit(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.io import atomic_path
     from galsep.manifold.data import load_dataset
     from galsep.manifold.em import run_stage
@@ -52,7 +56,7 @@ def _fit(a, p, log) -> None:
         torch.save(record, tmp)
 
 
-def _evaluate(a, p, log) -> None:
+def _evaluate(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.io import atomic_path
     from galsep.manifold.data import load_dataset
     from galsep.manifold.draws import make_draws
@@ -72,7 +76,7 @@ def _evaluate(a, p, log) -> None:
     log.info("%s/%s: %s", a.setting, a.method, json.dumps(record["headline"]))
 
 
-def _table(a, p, log) -> None:
+def _table(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.manifold.table import write_table
 
     write_table(a.inputs, p, a.json, a.md, log.info)
@@ -82,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m galsep.manifold", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="stage", required=True)
 
-    def stage(name, fn, help):
+    def stage(name: str, fn: Stage, help: str) -> argparse.ArgumentParser:
         return add_stage(sub, name, fn, help, threads=1)
 
     s = stage("data", _data, "make a dataset's views")

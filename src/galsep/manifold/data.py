@@ -28,6 +28,11 @@ from galsep.io import atomic_path
 from galsep.manifold.settings import Dataset
 from galsep.seeding import generator
 
+__all__ = [
+    "GRID", "Manifold", "load_dataset", "make_dataset", "make_manifold", "observations", "random_projections",
+    "save_dataset"
+]
+
 GRID = 100_001  # points of z on which a manifold's range is measured
 
 

@@ -2,8 +2,8 @@
 
 Output (``results/manifold/{setting}/{method}/draws.pt``): {"setting", "method",
 "posterior" (N, K, D): one draw per observation of the setting's views, "prior" (M, K, D), "seconds" (the
-method's whole cost: its EM stages or its fit, and the draws), "device", "params"}; a source the method does not model (PCPCA models the contrastive target alone)
-is NaN. Where the draws come from:
+method's whole cost: its EM stages or its fit, and the draws), "device", "params"}; a source the method does
+not model (PCPCA models the contrastive target alone) is NaN. Where the draws come from:
     ddprism, gibbs, gaussian  the last E-step of the setting's EM stage (its samples are the posterior
                               under the final priors), and prior draws by PC sampling (exact for Gaussians)
     pcpca                     fitted here on view K (target) against view K-1 (background)
@@ -26,6 +26,8 @@ from galsep.manifold.data import observations
 from galsep.manifold.settings import EM_METHODS, Setting, baselines
 from galsep.methods import Contrast, get
 from galsep.seeding import generator
+
+__all__ = ["baseline_draws", "em_draws", "make_draws", "mean_draws", "population"]
 
 Log = Callable[[str], None]
 

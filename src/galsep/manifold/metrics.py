@@ -14,13 +14,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from galsep.evaluation import metrics
+
+if TYPE_CHECKING:
+    from galsep.manifold.settings import Setting
+
+__all__ = ["evaluate", "source_metrics"]
 
 
 def source_metrics(posterior: Tensor, prior: Tensor, truth: Tensor, population: Tensor, p: Mapping[str, Any],
@@ -46,7 +51,7 @@ def source_metrics(posterior: Tensor, prior: Tensor, truth: Tensor, population: 
     }
 
 
-def evaluate(setting, data: Mapping[str, Any], draws: Mapping[str, Any], p: Mapping[str, Any],
+def evaluate(setting: Setting, data: Mapping[str, Any], draws: Mapping[str, Any], p: Mapping[str, Any],
              seed: int) -> dict[str, Any]:
     """Every metric of every source a method drew, and the headline: their mean over the setting's
     headline sources (the contrastive target, or both mixed sources).
@@ -59,6 +64,7 @@ def evaluate(setting, data: Mapping[str, Any], draws: Mapping[str, Any], p: Mapp
     from galsep.manifold.draws import population
 
     truth = observations(data, setting.views, range(setting.sources)).truth
+    assert truth is not None  # the manifold datasets carry their true sources
     sources: dict[str, dict[str, float] | None] = {}
     for k in range(setting.sources):
         post, prior = draws["posterior"][:, k], draws["prior"][:, k]
@@ -66,7 +72,7 @@ def evaluate(setting, data: Mapping[str, Any], draws: Mapping[str, Any], p: Mapp
             sources[f"source{k + 1}"] = None
             continue
         sources[f"source{k + 1}"] = source_metrics(post, prior, truth[:, k], population(data, k), p, seed + 2 * k)
-    picked = [sources[f"source{k + 1}"] for k in setting.headline() if sources[f"source{k + 1}"] is not None]
+    picked = [s for k in setting.headline() if (s := sources[f"source{k + 1}"]) is not None]
     headline = {m: float(np.mean([s[m] for s in picked])) for m in picked[0]} if picked else None
     return {"setting": setting.name, "method": draws["method"], "headline_sources": [k + 1 for k in setting.headline()],
             "headline": headline, "sources": sources, "seconds": draws["seconds"], "device": draws["device"]}

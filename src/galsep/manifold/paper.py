@@ -9,6 +9,8 @@ The paper has no row for the other mixing fractions (only its figure 2) nor for 
 
 from __future__ import annotations
 
+__all__ = ["METRICS", "PAPER", "paper_row"]
+
 METRICS = ("posterior_pqm", "posterior_psnr", "posterior_sinkhorn", "prior_pqm", "prior_sinkhorn")
 
 

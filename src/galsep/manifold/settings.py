@@ -19,6 +19,11 @@ from dataclasses import dataclass
 
 from galsep.errors import ConfigError
 
+__all__ = [
+    "DATASET_PATTERN", "EM_METHODS", "FLOORS", "SETTING_PATTERN", "Dataset", "Setting", "baselines", "dataset",
+    "methods", "setting"
+]
+
 #: EM methods (a chain of stages each): DDPRISM with joint sampling, with Gibbs sampling, and the
 #: Gaussian start alone (no diffusion laps, a sanity floor)
 EM_METHODS = ("ddprism", "gibbs", "gaussian")
@@ -62,6 +67,7 @@ class Dataset:
         if self.schedule == "contrastive":
             return [[1.0 if k <= v else 0.0 for k in range(K)] for v in range(K)]
         f = 1.0 if self.separate else self.fraction
+        assert f is not None  # dataset() gives a mixed dataset a fraction unless it is separate
         return [[1.0 if k == v else f for k in range(K)] for v in range(K)]
 
     def stages(self, smoothness: list[float]) -> int:

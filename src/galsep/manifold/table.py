@@ -10,6 +10,8 @@ from typing import Any
 from galsep.io import atomic_path
 from galsep.manifold.paper import METRICS, paper_row
 
+__all__ = ["HEADERS", "LABELS", "build_table", "markdown", "write_table"]
+
 LABELS = {
     "ddprism": "DDPRISM-Joint", "gibbs": "DDPRISM-Gibbs", "pcpca": "PCPCA", "clvm_linear": "CLVM-Linear",
     "clvm_vae": "CLVM-VAE", "gaussian": "floor: Gaussian prior", "prior_mean": "floor: prior mean",

@@ -11,6 +11,8 @@ from typing import Any
 
 from galsep.manifold.settings import EM_METHODS, Setting, baselines, dataset, setting
 
+__all__ = ["ROOT", "Plan"]
+
 ROOT = "results/manifold"
 
 
@@ -72,7 +74,8 @@ class Plan:
         return {
             "seed": self.config["seed"], "device": self.config["device"],
             "em": self.em(dataset(dataset_name).schedule, method),
-            "history_samples": self.mf["metrics"]["history_samples"], "sinkhorn_reg": self.mf["metrics"]["sinkhorn_reg"],
+            "history_samples": self.mf["metrics"]["history_samples"],
+            "sinkhorn_reg": self.mf["metrics"]["sinkhorn_reg"],
         }
 
     def evaluate_params(self, setting_name: str, method: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
     import torch
@@ -21,9 +21,17 @@ if TYPE_CHECKING:
 
     from galsep.inference.observations import Observations
 
-__all__ = ["Contrast", "Method", "every_tenth"]
+__all__ = ["Contrast", "Method", "ModelT", "every_tenth"]
 
 Log = Callable[[str], None]
+
+ModelT = TypeVar("ModelT")
+"""A method's model: what :meth:`Method.fit` returns and :meth:`Method.draw` takes (the priors of a
+method that ``uses_priors``)."""
+
+
+class _Stateful(Protocol):
+    def state(self) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class Contrast:
     background_source: int
 
 
-class Method(ABC):
+class Method(ABC, Generic[ModelT]):
     """A separation method.
 
     Class attributes:
@@ -67,20 +75,20 @@ class Method(ABC):
     section: ClassVar[str] = "methods"
     full_resolution: ClassVar[bool] = False
 
-    def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> Any:
+    def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> ModelT:
         """Fit the method's model on contrastive data; returns the model (for :meth:`state`, :meth:`draw`)."""
         raise NotImplementedError(f"{self.name} is not a fitted method")
 
-    def state(self, model: Any) -> dict[str, Any]:
+    def state(self, model: ModelT) -> dict[str, Any]:
         """The model as plain tensors, lists and numbers (saved with torch.save, loaded weights_only)."""
-        return dict(model.state())
+        return dict(cast(_Stateful, model).state())
 
-    def load(self, state: Mapping[str, Any], device: torch.device) -> Any:
+    def load(self, state: Mapping[str, Any], device: torch.device) -> ModelT:
         """The model of a saved state, on ``device``."""
         raise NotImplementedError(f"{self.name} is not a fitted method")
 
     @abstractmethod
-    def draw(self, model: Any, obs: Observations, samples: int, settings: Mapping[str, Any], *,
+    def draw(self, model: ModelT, obs: Observations, samples: int, settings: Mapping[str, Any], *,
              generator: torch.Generator, progress: bool = False) -> Tensor:
         """(n, S, K, *shape) draws for the observations ``obs`` (on the model's device).
 
@@ -88,7 +96,7 @@ class Method(ABC):
         ``uses_priors``. S = ``samples`` (1 for a deterministic method).
         """
 
-    def sample_prior(self, model: Any, n: int, sources: int, *, generator: torch.Generator) -> Tensor:
+    def sample_prior(self, model: ModelT, n: int, sources: int, *, generator: torch.Generator) -> Tensor:
         """n draws (n, K, *shape) from the fitted model's prior (NaN for sources it does not model)."""
         raise NotImplementedError(f"{self.name} has no prior to draw from")
 

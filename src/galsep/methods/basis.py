@@ -3,7 +3,7 @@ EM-learned priors' scores, the mixture constraint relaxed to the observation's n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from galsep.methods._priors import repeated, unflatten
@@ -14,15 +14,16 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from galsep.inference.observations import Observations
+    from galsep.inference.priors import Prior
 
 __all__ = ["BASIS"]
 
 
-class BASIS(Method):
+class BASIS(Method["Sequence[Prior]"]):
     name = "basis"
     uses_priors = True
 
-    def draw(self, model: Any, obs: Observations, samples: int, settings: Mapping[str, Any], *,
+    def draw(self, model: Sequence[Prior], obs: Observations, samples: int, settings: Mapping[str, Any], *,
              generator: torch.Generator, progress: bool = False) -> Tensor:
         from galsep.baselines.basis import basis_sample
         from galsep.inference.em import schedule_of_priors

@@ -5,7 +5,7 @@ observation jointly: ``clvm_linear`` (linear decoders, exact latent posterior) a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from galsep.methods.base import Contrast, Log, Method, every_tenth
 
@@ -13,9 +13,13 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
+    from galsep.baselines.clvm import CLVMVAE as VAEModel
+    from galsep.baselines.clvm import CLVMLinear as LinearModel
     from galsep.inference.observations import Observations
 
 __all__ = ["CLVMLinear", "CLVMVAE"]
+
+_M = TypeVar("_M", "LinearModel", "VAEModel")
 
 
 def _latents(latents: Mapping[str, int] | Sequence[int], sources: Sequence[str]) -> list[int]:
@@ -25,7 +29,7 @@ def _latents(latents: Mapping[str, int] | Sequence[int], sources: Sequence[str])
     return [int(n) for n in list(latents)[: len(sources)]]
 
 
-class _CLVM(Method):
+class _CLVM(Method[_M]):
     """Both CLVMs: fitted on every observation jointly by galsep.baselines.clvm's ``fit_function``."""
 
     fitted = True
@@ -33,7 +37,7 @@ class _CLVM(Method):
     model_class: ClassVar[str]
     extra_settings: ClassVar[tuple[str, ...]] = ()
 
-    def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> Any:
+    def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> _M:
         from galsep.baselines import clvm
 
         e = data.everything
@@ -42,34 +46,34 @@ class _CLVM(Method):
             steps=settings["steps"], lr=settings["lr"], batch_size=settings["batch_size"], generator=generator,
             log=every_tenth(settings["steps"], self.name, log), **{k: settings[k] for k in self.extra_settings})
         model.trace = trace
-        return model
+        return cast("_M", model)
 
-    def load(self, state: Mapping[str, Any], device: torch.device) -> Any:
+    def load(self, state: Mapping[str, Any], device: torch.device) -> _M:
         from galsep.baselines import clvm
 
-        return getattr(clvm, self.model_class).from_state(dict(state)).to(device)
+        return cast("_M", getattr(clvm, self.model_class).from_state(dict(state)).to(device))
 
-    def draw(self, model: Any, obs: Observations, samples: int, settings: Mapping[str, Any], *,
+    def draw(self, model: _M, obs: Observations, samples: int, settings: Mapping[str, Any], *,
              generator: torch.Generator, progress: bool = False) -> Tensor:
         import torch
 
         with torch.no_grad():
             return model.sample_posterior(obs.y, obs.operators(), obs.variance, samples=samples, generator=generator)
 
-    def sample_prior(self, model: Any, n: int, sources: int, *, generator: torch.Generator) -> Tensor:
+    def sample_prior(self, model: _M, n: int, sources: int, *, generator: torch.Generator) -> Tensor:
         import torch
 
         with torch.no_grad():
             return model.sample_prior(n, generator=generator)
 
 
-class CLVMLinear(_CLVM):
+class CLVMLinear(_CLVM["LinearModel"]):
     name = "clvm_linear"
     fit_function = "fit_clvm_linear"
     model_class = "CLVMLinear"
 
 
-class CLVMVAE(_CLVM):
+class CLVMVAE(_CLVM["VAEModel"]):
     name = "clvm_vae"
     fit_function = "fit_clvm_vae"
     model_class = "CLVMVAE"

@@ -4,7 +4,7 @@ Akhmetzhanova & Erickson, arXiv 2510.05205, section 3). Settings: the ``posterio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from galsep.methods._priors import repeated, unflatten
@@ -15,16 +15,17 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from galsep.inference.observations import Observations
+    from galsep.inference.priors import Prior
 
 __all__ = ["DDPRISM"]
 
 
-class DDPRISM(Method):
+class DDPRISM(Method["Sequence[Prior]"]):
     name = "ddprism"
     uses_priors = True
     section = "posterior"
 
-    def draw(self, model: Any, obs: Observations, samples: int, settings: Mapping[str, Any], *,
+    def draw(self, model: Sequence[Prior], obs: Observations, samples: int, settings: Mapping[str, Any], *,
              generator: torch.Generator, progress: bool = False) -> Tensor:
         from galsep.inference.em import e_step
 

@@ -3,7 +3,7 @@ one-source posterior draws against the residual, started from unconditional prio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from galsep.methods._priors import repeated, unflatten
@@ -14,15 +14,16 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from galsep.inference.observations import Observations
+    from galsep.inference.priors import Prior
 
 __all__ = ["Gibbs"]
 
 
-class Gibbs(Method):
+class Gibbs(Method["Sequence[Prior]"]):
     name = "gibbs"
     uses_priors = True
 
-    def draw(self, model: Any, obs: Observations, samples: int, settings: Mapping[str, Any], *,
+    def draw(self, model: Sequence[Prior], obs: Observations, samples: int, settings: Mapping[str, Any], *,
              generator: torch.Generator, progress: bool = False) -> Tensor:
         from galsep.inference.em import sampler_kwargs, schedule_of_priors
         from galsep.inference.gibbs import gibbs_sample

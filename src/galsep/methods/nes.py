@@ -5,7 +5,7 @@ into the target views, iterated. Deterministic (one draw); needs full-resolution
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from galsep.methods.base import Contrast, Log, Method
 
@@ -13,39 +13,44 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
+    from galsep.baselines.nes import NES as Model
     from galsep.inference.observations import Observations
 
 __all__ = ["NES"]
 
 
-class NES(Method):
+class NES(Method["Model"]):
     name = "nes"
     fitted = True
     deterministic = True
     full_resolution = True
 
-    def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> Any:
+    def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> Model:
         from galsep.baselines.nes import fit_nes
 
         t, b = data.target, data.background
-        model, model.trace = fit_nes(
-            t.y, t.mask, b.y, b.mask, iterations=settings["iterations"], steps=settings["steps"],
-            batch_size=settings["batch_size"], lr=settings["lr"], channels=settings["channels"], generator=generator,
+        # full-resolution views carry masks; fit_nes rejects downsampled ones (whose masks are None) first
+        model, trace = fit_nes(
+            t.y, cast("Tensor", t.mask), b.y, cast("Tensor", b.mask), iterations=settings["iterations"],
+            steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
+            channels=settings["channels"], generator=generator,
             log=lambda line: log(f"[{self.name}] {line}"), mixture_factor=t.factor, source_factor=b.factor,
         )
+        model.trace = trace
         return model
 
-    def load(self, state: Mapping[str, Any], device: torch.device) -> Any:
+    def load(self, state: Mapping[str, Any], device: torch.device) -> Model:
         from galsep.baselines.nes import NES as Model
 
         model = Model.from_state(dict(state))
         model.net.to(device)
         return model
 
-    def draw(self, model: Any, obs: Observations, samples: int, settings: Mapping[str, Any], *,
+    def draw(self, model: Model, obs: Observations, samples: int, settings: Mapping[str, Any], *,
              generator: torch.Generator, progress: bool = False) -> Tensor:
         import torch
 
         with torch.no_grad():
-            galaxy, random = model.separate(obs.y, obs.mask, factor=obs.factor)
+            # full-resolution views carry masks; separate rejects downsampled ones (masks None) first
+            galaxy, random = model.separate(obs.y, cast("Tensor", obs.mask), factor=obs.factor)
         return torch.stack([galaxy, random], 1)[:, None]

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["PCPCA"]
 
 
-class PCPCA(Method):
+class PCPCA(Method["Model"]):
     name = "pcpca"
     fitted = True
 
@@ -37,7 +37,7 @@ class PCPCA(Method):
         model.trace = trace
         return model
 
-    def state(self, model: Any) -> dict[str, Any]:
+    def state(self, model: Model) -> dict[str, Any]:
         return {"model": model.state(), "target_source": model.target_source}
 
     def load(self, state: Mapping[str, Any], device: torch.device) -> Model:
@@ -47,7 +47,7 @@ class PCPCA(Method):
         model.target_source = state["target_source"]
         return model
 
-    def draw(self, model: Any, obs: Observations, samples: int, settings: Mapping[str, Any], *,
+    def draw(self, model: Model, obs: Observations, samples: int, settings: Mapping[str, Any], *,
              generator: torch.Generator, progress: bool = False) -> Tensor:
         import torch
 
@@ -58,7 +58,7 @@ class PCPCA(Method):
         out[:, :, t] = target
         return out
 
-    def sample_prior(self, model: Any, n: int, sources: int, *, generator: torch.Generator) -> Tensor:
+    def sample_prior(self, model: Model, n: int, sources: int, *, generator: torch.Generator) -> Tensor:
         import torch
 
         x = model.sample_prior(n, generator=generator)

@@ -59,12 +59,12 @@ def central_segment(flux: np.ndarray, err: np.ndarray, mask: np.ndarray, setting
     return seg == label, background
 
 
-class Segmentation(Method):
+class Segmentation(Method[None]):
     name = "segmentation"
     deterministic = True
     full_resolution = True
 
-    def draw(self, model: Any, obs: Observations, samples: int, settings: Mapping[str, Any], *,
+    def draw(self, model: None, obs: Observations, samples: int, settings: Mapping[str, Any], *,
              generator: torch.Generator, progress: bool = False) -> Tensor:
         import numpy as np
         import torch

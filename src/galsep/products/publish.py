@@ -97,8 +97,8 @@ def data_card(ds: xr.Dataset, metrics: Mapping[str, Any] | None, checksums: Mapp
         "outside the cutout and inherit the model's errors where bright contaminants overlap the galaxy.",
         "", "## Fields", "| field | dims | units | description |", "|---|---|---|---|",
     ]
-    for name, var in ds.variables.items():
-        lines.append(f"| {name} | {', '.join(map(str, var.dims))} | {var.attrs.get('units', '')} | "
+    for field, var in ds.variables.items():
+        lines.append(f"| {field} | {', '.join(map(str, var.dims))} | {var.attrs.get('units', '')} | "
                      f"{var.attrs.get('description', '')} |")
     lines += ["", "## Provenance",
               "- weights that made the draws (priors or fitted model) and their SHA256: "

@@ -2,3 +2,5 @@
 
 Every source writes the same contract: tiles (SCI/WHT with WCS) and a target table (id, ra, dec, tile).
 """
+
+__all__: list[str] = []  # import from the submodules; nothing is re-exported here

@@ -14,15 +14,15 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from os import PathLike
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol, Self
 
 from galsep.io import atomic_path, sha256_file
 from galsep.sources.mast.errors import MastError, network_errors
 
-__all__ = ["CHUNK", "MAX_BACKOFF", "HTTPSession", "download_tile", "download_url", "verify_tile"]
+__all__ = ["CHUNK", "MAX_BACKOFF", "HTTPResponse", "HTTPSession", "download_tile", "download_url", "verify_tile"]
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,27 @@ CHUNK = 1 << 20  # bytes per streamed read
 MAX_BACKOFF = 300.0  # seconds; the longest wait between two attempts
 
 
+class HTTPResponse(Protocol):
+    """What :func:`download_tile` reads of a response (``requests.Response`` has it)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def iter_content(self, chunk_size: int) -> Iterator[bytes]: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *args: object) -> None: ...
+
+
 class HTTPSession(Protocol):
     """What :func:`download_tile` needs of a session (``requests.Session`` has it)."""
 
     def get(self, url: str, *, headers: Mapping[str, str] | None = ..., stream: bool = ...,
-            timeout: float | None = ...) -> Any: ...
+            timeout: float | None = ...) -> HTTPResponse: ...
 
     def close(self) -> None: ...
 

@@ -23,7 +23,7 @@ def offline_error(what: str, err: Exception) -> MastError:
     )
 
 
-def network_errors() -> tuple[type[BaseException], ...]:
+def network_errors() -> tuple[type[Exception], ...]:
     """Exception types of a lost or unreachable network (requests imported only when asked)."""
     import requests
 

@@ -106,7 +106,7 @@ def _clusters(ra: np.ndarray, dec: np.ndarray, radius_arcsec: float) -> np.ndarr
 
     coords = SkyCoord(ra * u.deg, dec * u.deg)
     i1, i2, _, _ = search_around_sky(coords, coords, radius_arcsec * u.arcsec)
-    for a, b in zip(i1, i2):
+    for a, b in zip(i1, i2, strict=True):
         ra_, rb_ = root(a), root(b)
         if ra_ != rb_:
             parent[max(ra_, rb_)] = min(ra_, rb_)
@@ -130,7 +130,7 @@ def select_tiles(obs: Table, spec: QuerySpec) -> Table:
     keep = np.array(
         [
             not ({str(t).lower(), str(o).lower(), str(n).lower()} & excluded)
-            for t, o, n in zip(obs["tile"], obs["obs_id"], obs["target_name"])
+            for t, o, n in zip(obs["tile"], obs["obs_id"], obs["target_name"], strict=True)
         ],
         dtype=bool,
     )

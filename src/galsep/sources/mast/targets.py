@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from astropy.table import Table
 
 from galsep.io import atomic_path
@@ -133,7 +134,7 @@ def read_catalogue_vizier(catalog: str, id_column: str, timeout: float = 600.0) 
     return merged, f"VizieR {catalog}"
 
 
-def _truthy(values: Any) -> np.ndarray:
+def _truthy(values: npt.ArrayLike) -> np.ndarray:
     """Flags stored as bool, 0/1 or 'True'/'False' strings (masked counts as unflagged)."""
     out = []
     for v in np.ma.filled(np.ma.asarray(values).astype(object), False):
@@ -196,7 +197,7 @@ def _edge_distance(covered: np.ndarray, x: np.ndarray, y: np.ndarray, cap: int) 
     dist = np.empty(len(x))
     dy, dx = np.mgrid[-cap : cap + 1, -cap : cap + 1]
     r = np.hypot(dx, dy)
-    for k, (xi, yi) in enumerate(zip(x, y)):
+    for k, (xi, yi) in enumerate(zip(x, y, strict=True)):
         yy, xx = yi + dy, xi + dx
         inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
         bad = ~inside
@@ -241,10 +242,10 @@ def assign_tiles(targets: Table, tiles: Sequence[str | PathLike[str]], edge_cap:
     ra = np.asarray(targets["ra"], float)
     dec = np.asarray(targets["dec"], float)
     cand_t, cand_k, cand_d, cand_w = [], [], [], []
-    for k, path in enumerate(tiles):
+    for j, path in enumerate(tiles):
         idx, dist, wht = tile_coverage(path, ra, dec, edge_cap)
         cand_t.append(idx)
-        cand_k.append(np.full(len(idx), k))
+        cand_k.append(np.full(len(idx), j))
         cand_d.append(dist)
         cand_w.append(wht)
     if not tiles:

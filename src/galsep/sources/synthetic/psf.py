@@ -55,7 +55,9 @@ def hst_psf(fwhm: float) -> galsim.GSObject:
     airy = galsim.Airy(lam_over_diam=lod, obscuration=OBSCURATION)
     if fwhm <= floor * 1.001:
         if fwhm < floor * 0.99:
-            raise ConfigError(f'synthetic.psf_fwhm = {fwhm}" is below HST\'s diffraction limit at 814 nm ({floor:.3f}")')
+            raise ConfigError(
+                f'synthetic.psf_fwhm = {fwhm}" is below HST\'s diffraction limit at 814 nm ({floor:.3f}")'
+            )
         return airy
     sigma = optimize.brentq(lambda s: _fwhm(s, lod, OBSCURATION) - fwhm, 1e-4, fwhm, xtol=1e-6)
     return galsim.Convolve(airy, galsim.Gaussian(sigma=sigma))
