@@ -1,7 +1,8 @@
+# A throwaway feasibility script for docs/scarlet2.md; needs a separate venv with scarlet2 (not a galsep dependency).
 """Fast path: one template scene (fixed boxes, centred), one JIT-compiled lax.scan of Adam steps reused
 for every galaxy (scarlet2.fit rebuilds its optimiser and Parameters per call, so it re-JITs per galaxy)."""
 import sys
-exec(open('/tmp/scarlet_toy.py').read().split('def run(')[0])
+exec(open(__file__.replace('scarlet_fast.py', 'scarlet_toy.py')).read().split('def run(')[0])  # the toy's set-up
 import equinox as eqx, optax, jax.tree as jt
 import optax._src.base as base
 from scarlet2.infer import _dict_to_eqx_module, _constraint_replace

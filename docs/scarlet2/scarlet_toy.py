@@ -1,3 +1,4 @@
+# A throwaway feasibility script for docs/scarlet2.md; needs a separate venv with scarlet2 (not a galsep dependency).
 """Throwaway: can scarlet2 fit a 32x32 single-band galsep-like cutout on CPU, and how fast?
 
 Truth: elliptical exponential (Sersic n=1) central galaxy + smaller neighbour, convolved with a
