@@ -242,6 +242,6 @@ def test_tiny_experiment_end_to_end(tmp_path):
     assert rows["ddprism"]["headline"]["posterior_psnr"] > floor
     # the first EM stage (source 1 alone, from view 1) is far above the floor already
     data = load_dataset(tmp_path / "results/manifold/data/contrastive.pt")
-    stage1 = torch.load(tmp_path / "results/manifold/contrastive/ddprism/stage1.pt", weights_only=False)
+    stage1 = torch.load(tmp_path / "results/manifold/contrastive/ddprism/stage1.pt", weights_only=True)
     assert psnr_vectors(stage1["samples"][:, 0], observations(data, [0], [0]).truth[:, 0]) > floor + 6
     assert "## contrastive-2" in (tmp_path / "results/manifold/table.md").read_text()

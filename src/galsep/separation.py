@@ -22,7 +22,7 @@ from galsep.errors import ConfigError, InputError
 from galsep.inference.observations import Observations, stack
 from galsep.inference.priors import Prior, load_checkpoint
 from galsep.inference.stages import read_observations, shard_rows
-from galsep.io import atomic_path
+from galsep.io import atomic_path, load_torch
 from galsep.methods import Contrast, Method, get
 from galsep.seeding import generator, pick_device
 from galsep.workflow import SOURCES
@@ -63,13 +63,7 @@ def fit_stage(name: str, view_paths: Sequence[str], out: str, p: Mapping[str, An
 
 
 def _load_model(method: Method, path: str, device: torch.device) -> object:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise InputError(f"{path} is not a readable {method.name} model ({type(err).__name__}: {err});"
-                         f" delete it and rerun the fit_baseline job of {method.name}") from err
+    ckpt = load_torch(path)
     if ckpt.get("method") != method.name:
         raise InputError(f"{path} holds a {ckpt.get('method')!r} model, not {method.name!r}")
     return method.load(ckpt["model"], device)

@@ -27,7 +27,7 @@ from galsep.inference.gaussian import LowRankGaussian
 from galsep.inference.nets import MLP, UNet
 from galsep.inference.samplers import pc_sample
 from galsep.inference.schedule import VESchedule
-from galsep.io import atomic_path
+from galsep.io import atomic_path, load_torch
 
 __all__ = ["Prior", "build_denoiser", "load_checkpoint", "save_checkpoint", "schedule_of"]
 
@@ -149,13 +149,7 @@ def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint of the module docstring's layout; a clear error names a file that is not one."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # truncated, foreign or pickled objects: the user's file, not a bug
-        raise InputError(f"{path} is not a readable galsep checkpoint ({type(err).__name__}: {err});"
-                         " delete it and rerun the stage that made it") from err
+    ckpt = load_torch(path)
     if not isinstance(ckpt, dict) or "sources" not in ckpt:
         raise InputError(f"{path} is not a galsep prior checkpoint (no 'sources'); rerun the stage that made it")
     return ckpt

@@ -22,7 +22,7 @@ from galsep.errors import InputError
 from galsep.inference.em import e_step, gaussian_start, m_step
 from galsep.inference.observations import Observations, stack
 from galsep.inference.priors import Prior, load_checkpoint, save_checkpoint, schedule_of
-from galsep.io import atomic_path
+from galsep.io import atomic_path, load_torch
 from galsep.seeding import derive_seed, generator, pick_device
 from galsep.workflow import Chain
 
@@ -65,13 +65,10 @@ def _save_samples(path: str | Path, chain: Chain, samples: torch.Tensor, lap: in
 
 
 def _load_samples(path: str | Path) -> torch.Tensor:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)["samples"]
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise InputError(f"{path} is not a readable samples file ({type(err).__name__}: {err}); delete it and"
-                         " rerun the job that made it") from err
+    data = load_torch(path)
+    if "samples" not in data:
+        raise InputError(f"{path} is not a samples file of the EM (no 'samples'); rerun the job that made it")
+    return data["samples"]
 
 
 def gaussian_stage(
@@ -163,7 +160,7 @@ def estep_shard(
 
 def gather_samples(chain: Chain, lap: int, shard_paths: Sequence[str], out: str) -> None:
     """Concatenate E-step shards in row order."""
-    parts = sorted((torch.load(s, map_location="cpu", weights_only=True) for s in shard_paths),
+    parts = sorted((load_torch(s) for s in shard_paths),
                    key=lambda d: d["rows"][0])
     for a, b in zip(parts, parts[1:], strict=False):
         if a["rows"][1] != b["rows"][0]:

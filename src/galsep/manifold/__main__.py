@@ -41,7 +41,9 @@ def _data(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None
 
 
 def _load(path: str) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    from galsep.io import load_torch
+
+    return load_torch(path)
 
 
 def _fit(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from galsep.data.operators import DenseOperator
 from galsep.inference.observations import Observations
-from galsep.io import atomic_path
+from galsep.io import atomic_path, load_torch
 from galsep.manifold.settings import Dataset
 from galsep.seeding import generator
 
@@ -122,7 +122,7 @@ def save_dataset(data: Mapping[str, Any], path: str | Path) -> None:
 
 
 def load_dataset(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_torch(path)
 
 
 def observations(data: Mapping[str, Any], views: Sequence[int], sources: Sequence[int]) -> Observations:
