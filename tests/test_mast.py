@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import json
 import logging
 import re
 import shlex
 import subprocess
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -592,3 +594,170 @@ def test_real_tile_runs_through_cutouts_and_views(tmp_path):
     # each galaxy sits at the centre of its cutout: the brightest pixels are the central four
     c = g.y[:, 15:17, 15:17].mean((1, 2))
     assert (c > 0.9 * g.y.amax((1, 2))).all() and g.truth is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Network faults: no network fails at once, transient failures are retried (issue 18 item 1)
+
+
+class Sleeps(list):
+    """Stands in for time.sleep: records the waits, never sleeps."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps(monkeypatch) -> Sleeps:
+    record = Sleeps()
+    monkeypatch.setattr("time.sleep", record)
+    return record
+
+
+@pytest.fixture(params=["name resolution", "connection refused"])
+def no_network(request, monkeypatch):
+    """The real request stack (requests, urllib3, astroquery) down to the socket, on a machine with no
+    network: MAST's name does not resolve, or every connection is refused (a closed local port).
+    Returns the list of hosts looked up, one per connection attempt."""
+    import socket
+
+    looked_up: list[str] = []
+    real = socket.getaddrinfo
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        looked_up.append(host)
+        if request.param == "name resolution":
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real("127.0.0.1", closed_port, socket.AF_INET, socket.SOCK_STREAM)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return looked_up
+
+
+def test_no_network_download_fails_at_once_naming_host_and_fix(tmp_path, no_network, sleeps, cli):
+    out = tmp_path / "tiles" / "t.fits"
+    params = {**DEFAULTS["download"], "uri": URI, "size": -1, "cache_dir": str(tmp_path / "c")}  # retries: 5
+    start = time.monotonic()
+    status, err = cli("download", params, "--out", str(out))
+    assert time.monotonic() - start < 5
+    assert status == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "galsep.sources.mast download: cannot reach MAST at mast.stsci.edu" in err
+    assert "source: synthetic" in err and "where mast.stsci.edu is reachable" in err
+    assert no_network == ["mast.stsci.edu"] and sleeps == []  # one attempt, no backoff
+    assert not out.exists()
+
+
+def test_no_network_query_fails_at_once_naming_host_and_fix(tmp_path, no_network, sleeps, cli, monkeypatch):
+    monkeypatch.setattr(discovery_portal.PortalAPI, "_column_configs", {})
+    start = time.monotonic()
+    status, err = cli("query", {**DEFAULTS, "timeout": 300.0}, "--out", str(tmp_path / "p.ecsv"))
+    assert time.monotonic() - start < 5
+    assert status == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "galsep.sources.mast query: cannot reach MAST at mast.stsci.edu to query observations" in err
+    assert "source: synthetic" in err
+    assert no_network == ["mast.stsci.edu"] and sleeps == []
+    assert not (tmp_path / "p.ecsv").exists()
+
+
+def test_transient_download_failures_are_retried_with_backoff(tmp_path, drz_bytes, sleeps):
+    """A connect timeout, a reset connection, HTTP 503 and a stream cut mid-transfer are retried
+    (10, 20, 40, 80 s); the host vanishing after the first attempt too (the network was there)."""
+    import socket
+
+    failures = [
+        requests.exceptions.ConnectTimeout("Connection to mast.stsci.edu timed out. (connect timeout=300)"),
+        requests.exceptions.ConnectionError(ConnectionResetError(104, "Connection reset by peer")),
+        FakeResponse(503),
+        requests.exceptions.ConnectionError(socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")),
+    ]
+
+    class Flaky(FakeArchive):
+        def get(self, url, headers=None, **kwargs):
+            if failures:
+                self.requests.append({"url": url, **(headers or {})})
+                failure = failures.pop(0)
+                if isinstance(failure, Exception):
+                    raise failure
+                return failure
+            return super().get(url, headers=headers, **kwargs)
+
+    out = tmp_path / "t.fits"
+    archive = Flaky(drz_bytes, drops=[40960])
+    download.download_tile(URI, out, cache_dir=tmp_path / "cache", session=archive)
+    assert out.read_bytes() == drz_bytes
+    assert sleeps == [10.0, 20.0, 40.0, 80.0, 160.0]  # the defaults: 5 retries from 10 s, doubling
+    assert len(archive.requests) == 6 and archive.requests[-1]["Range"] == "bytes=40960-"
+
+
+def test_transient_query_failures_are_retried_then_succeed(portal, sleeps, monkeypatch):
+    replay = discovery_portal.PortalAPI._request
+    response = requests.Response()
+    response.status_code = 503
+    failures = [requests.exceptions.ReadTimeout("Read timed out. (read timeout=600)"),
+                requests.exceptions.HTTPError("503 Server Error: Service Unavailable", response=response)]
+
+    def flaky(self, *args, **kwargs):
+        if failures:
+            raise failures.pop(0)
+        return replay(self, *args, **kwargs)
+
+    monkeypatch.setattr(discovery_portal.PortalAPI, "_request", flaky)
+    obs = query.query_observations(SPEC)
+    assert len(obs) == 7 and sleeps == [10.0, 20.0]
+
+
+def test_query_refused_by_mast_is_not_retried(portal, sleeps, monkeypatch):
+    response = requests.Response()
+    response.status_code = 401
+
+    def refuse(self, *args, **kwargs):
+        raise requests.exceptions.HTTPError("401 Client Error: Unauthorized", response=response)
+
+    monkeypatch.setattr(discovery_portal.PortalAPI, "_request", refuse)
+    with pytest.raises(MastError, match="MAST refused to query observations \\(HTTP 401"):
+        query.query_observations(SPEC)
+    assert sleeps == []
+
+
+def test_query_gives_up_after_the_retries(portal, sleeps, monkeypatch):
+    def timeout(self, *args, **kwargs):
+        raise requests.exceptions.ReadTimeout("Read timed out.")
+
+    monkeypatch.setattr(discovery_portal.PortalAPI, "_request", timeout)
+    with pytest.raises(MastError, match="could not query observations after 3 attempts"):
+        query.query_observations(SPEC, retries=2, backoff=1.0)
+    assert sleeps == [1.0, 2.0]
+
+
+def test_download_onto_a_full_disk_names_free_and_needed(tmp_path, drz_bytes, sleeps, monkeypatch):
+    """ENOSPC while the bytes stream in is not a network failure: no retries, the space it needs."""
+    import builtins
+
+    from galsep.errors import DiskFullError
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, block):
+            if self.f.tell() >= 8192:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(block)
+
+    monkeypatch.setattr(download, "open", lambda *a, **k: Full(builtins.open(*a, **k)), raising=False)
+    out = tmp_path / "t.fits"
+    with pytest.raises(DiskFullError) as info:
+        download.download_tile(URI, out, cache_dir=tmp_path / "cache", session=FakeArchive(drz_bytes))
+    message = str(info.value)
+    assert ".j8pu01010_drz.fits.part" in message and "free" in message
+    assert f"needed {len(drz_bytes) / 1024:.1f} KiB" in message
+    assert sleeps == [] and not out.exists()

@@ -6,7 +6,7 @@ error and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "GalsepError", "InputError"]
+__all__ = ["ConfigError", "DiskFullError", "GalsepError", "InputError"]
 
 
 class GalsepError(Exception):
@@ -19,3 +19,8 @@ class InputError(GalsepError, ValueError):
 
 class ConfigError(GalsepError, ValueError):
     """A config value is impossible; the message names the key."""
+
+
+class DiskFullError(GalsepError, OSError):
+    """A write failed for lack of space (or quota); the message names the path, the space free and
+    the space the write needed (as far as it is known). Nothing that looks complete is left behind."""

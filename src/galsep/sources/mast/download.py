@@ -19,8 +19,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Protocol, Self
 
-from galsep.io import atomic_path, sha256_file
-from galsep.sources.mast.errors import MastError, network_errors
+from galsep.io import atomic_path, disk_full_error, is_disk_full, sha256_file
+from galsep.sources.mast.errors import MastError, host_of, network_errors, offline_error, unreachable
 
 __all__ = ["CHUNK", "MAX_BACKOFF", "HTTPResponse", "HTTPSession", "download_tile", "download_url", "verify_tile"]
 
@@ -101,7 +101,15 @@ def _publish(cached: Path, output: Path) -> None:
 
 
 class _Retry(Exception):
-    """A transient failure: wait and try again."""
+    """A failure worth another attempt: wait and try again.
+
+    ``cause`` is the network error of a request that never connected (the host is unreachable: no
+    network on the first attempt, not worth retrying); None for a transient failure.
+    """
+
+    def __init__(self, message: str, cause: Exception | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 def _fetch(session: HTTPSession, url: str, part: Path, timeout: float) -> int | None:
@@ -113,7 +121,7 @@ def _fetch(session: HTTPSession, url: str, part: Path, timeout: float) -> int | 
     try:
         response = session.get(url, headers=headers, stream=True, timeout=timeout)
     except network_errors() as err:
-        raise _Retry(f"{type(err).__name__}: {err}") from err
+        raise _Retry(f"{type(err).__name__}: {err}", err if unreachable(err) else None) from err
     with response:
         status = response.status_code
         if status == 416:  # nothing left past `have`: the server's file is not longer than ours
@@ -142,6 +150,9 @@ def _fetch(session: HTTPSession, url: str, part: Path, timeout: float) -> int | 
                     if block:
                         fh.write(block)
         except (requests.exceptions.RequestException, ConnectionError, TimeoutError, OSError) as err:
+            if is_disk_full(err, part.parent):
+                need = total - have if total is not None and mode == "ab" else total
+                raise disk_full_error(part, err, needed=need) from err
             raise _Retry(f"connection lost after {part.stat().st_size} bytes ({type(err).__name__})") from err
     return total
 
@@ -169,8 +180,11 @@ def download_tile(
     The bytes go to ``cache_dir/.{name}.part`` (kept between attempts and runs, so a new attempt asks
     only for the missing range), are checked (length against the server's, FITS structure and
     checksums) and renamed to ``cache_dir/{name}``; ``output`` appears, atomically, only after that.
-    Transient errors (no connection, timeouts, dropped streams, HTTP 429/5xx, corrupt files) are
-    retried ``retries`` times with waits of ``backoff * 2**k`` seconds (at most 300 s).
+    Transient errors (timeouts, dropped streams, HTTP 429/5xx, corrupt files, an unreachable host
+    after the first attempt) are retried ``retries`` times with waits of ``backoff * 2**k`` seconds
+    (at most 300 s). An unreachable host on the first attempt (its name does not resolve, the
+    connection is refused: no network) is a :class:`MastError` at once, without retries; so is a
+    disk without space for the bytes (:class:`~galsep.errors.DiskFullError`).
     ``size`` is the archive's recorded size in bytes; a mismatch is reported, not fatal, because the
     archive can recalibrate a product without updating the record.
     """
@@ -213,6 +227,8 @@ def download_tile(
                     part.unlink(missing_ok=True)  # bad bytes cannot be resumed: start over
                     raise _Retry(str(err)) from err
             except _Retry as err:
+                if attempt == 0 and err.cause is not None:  # never connected: no network, do not wait
+                    raise offline_error(f"download {uri}", err.cause, host_of(url, err.cause)) from err.cause
                 last = str(err)
                 continue
             if size is not None and size > 0 and got != size:

@@ -4,28 +4,75 @@
 images of the COSMOS programmes; :func:`select_tiles` drops excluded tiles and keeps the longest
 exposure of each pointing (observations within ``match_radius`` of each other, single linkage);
 :func:`query_products` finds each chosen observation's drizzled product; :func:`write_products`
-does all three and writes the table (:mod:`galsep.sources.mast.products`) atomically.
+does all three and writes the table (:mod:`galsep.sources.mast.products`) atomically. Each MAST
+request is retried with backoff on transient failures (timeouts, resets, HTTP 429/5xx); no network
+at all (MAST's name does not resolve, the connection is refused) fails at once, with one line.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from os import PathLike
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from astropy.table import Table
 
 from galsep.io import atomic_path
-from galsep.sources.mast.errors import MastError, network_errors, offline_error
+from galsep.sources.mast.errors import MAST_HOST, MastError, http_status, network_errors, offline_error, unreachable
 
 __all__ = ["QuerySpec", "query_observations", "query_products", "select_tiles", "tile_name", "write_products"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRIES = 5  # retries of a query that failed transiently (as mast.download.retries)
+BACKOFF = 10.0  # seconds before the first retry, doubling (as mast.download.backoff)
+MAX_BACKOFF = 300.0  # seconds; the longest wait between two attempts
+
+
+def _mast_host() -> str:
+    from urllib.parse import urlsplit
+
+    from astroquery.mast import conf
+
+    return urlsplit(conf.server).hostname or MAST_HOST
+
+
+def _with_retries(what: str, call: Callable[[], T], retries: int = RETRIES, backoff: float = BACKOFF) -> T:
+    """``call()``, retried on transient network failures with waits of ``backoff * 2**k`` s.
+
+    No network (the MAST host does not resolve, the connection is refused) on the first attempt is
+    a :class:`MastError` at once; an HTTP 4xx other than 429 is one too, without retries.
+    """
+    last: Exception | None = None
+    for attempt in range(retries + 1):
+        if attempt:
+            wait = min(backoff * 2 ** (attempt - 1), MAX_BACKOFF)
+            log.warning("%s: attempt %d/%d failed (%s: %s); retrying in %.0f s", what, attempt, retries + 1,
+                        type(last).__name__, last, wait)
+            time.sleep(wait)
+        try:
+            return call()
+        except network_errors() as err:
+            status = http_status(err)
+            if status is not None and 400 <= status < 500 and status != 429:
+                raise MastError(f"MAST refused to {what} (HTTP {status}: {err}); check the mast: query"
+                                " settings, or rerun later if the service is being changed") from err
+            if attempt == 0 and unreachable(err):  # no network: retrying would only wait
+                raise offline_error(what, err, _mast_host()) from err
+            last = err
+    assert last is not None
+    raise MastError(
+        f"could not {what} after {retries + 1} attempts (last: {type(last).__name__}: {last}). MAST may be"
+        f" down or slow: check https://{_mast_host()} and the network connection, and rerun later."
+    ) from last
 
 
 @dataclass(frozen=True)
@@ -65,8 +112,11 @@ def tile_name(obs_id: str) -> str:
     return name
 
 
-def query_observations(spec: QuerySpec, timeout: float = 600.0) -> Table:
-    """Observations of ``spec`` from MAST (one row per observation, CAOM columns)."""
+def query_observations(spec: QuerySpec, timeout: float = 600.0, retries: int = RETRIES,
+                       backoff: float = BACKOFF) -> Table:
+    """Observations of ``spec`` from MAST (one row per observation, CAOM columns).
+
+    Transient failures are retried (:func:`_with_retries`); no network fails at once."""
     from astroquery.mast import Observations
 
     Observations.TIMEOUT = timeout  # the portal's long-polling limit
@@ -79,12 +129,13 @@ def query_observations(spec: QuerySpec, timeout: float = 600.0) -> Table:
     )
     if spec.instrument:
         criteria["instrument_name"] = spec.instrument
-    try:
+
+    def ask() -> Table:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # NoResultsWarning is handled below
-            obs = Observations.query_criteria(**criteria)
-    except network_errors() as err:
-        raise offline_error("query observations", err) from err
+            return Observations.query_criteria(**criteria)
+
+    obs = _with_retries("query observations", ask, retries, backoff)
     if len(obs) == 0:
         raise MastError(f"MAST returned no observations for {criteria}")
     return obs
@@ -151,16 +202,16 @@ def select_tiles(obs: Table, spec: QuerySpec) -> Table:
     return out
 
 
-def query_products(obs: Table, product: str = "DRZ") -> Table:
+def query_products(obs: Table, product: str = "DRZ", retries: int = RETRIES, backoff: float = BACKOFF) -> Table:
     """The drizzled product (``productSubGroupDescription == product``) of each chosen observation."""
     from astroquery.mast import Observations
 
-    try:
+    def ask() -> Table:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            products = Observations.get_product_list(obs)
-    except network_errors() as err:
-        raise offline_error("list data products", err) from err
+            return Observations.get_product_list(obs)
+
+    products = _with_retries("list data products", ask, retries, backoff)
     for col in ("obsID", "productSubGroupDescription", "dataURI", "productFilename", "size"):
         if col not in products.colnames:
             raise MastError(f"MAST product table lacks column {col!r} (has {products.colnames})")
@@ -198,11 +249,12 @@ def query_products(obs: Table, product: str = "DRZ") -> Table:
     return table
 
 
-def write_products(spec: QuerySpec, output: str | PathLike[str], timeout: float = 600.0) -> Table:
+def write_products(spec: QuerySpec, output: str | PathLike[str], timeout: float = 600.0, retries: int = RETRIES,
+                   backoff: float = BACKOFF) -> Table:
     """Query MAST and write the chosen tiles' products table (ECSV) atomically."""
-    obs = query_observations(spec, timeout=timeout)
+    obs = query_observations(spec, timeout=timeout, retries=retries, backoff=backoff)
     chosen = select_tiles(obs, spec)
-    table = query_products(chosen, spec.product)
+    table = query_products(chosen, spec.product, retries=retries, backoff=backoff)
     table.meta.update(
         proposal_ids=list(spec.proposal_ids), filter=spec.filter, provenance=spec.provenance,
         instrument=spec.instrument, product=spec.product, exclude=list(spec.exclude),
