@@ -1,6 +1,6 @@
 """Atomic file output (a killed job never leaves a file that looks complete) and safe torch loads.
 
-:func:`atomic_path` writes to a temporary sibling ``.{name}.tmp-{pid}-{rand}`` and moves it into place
+:func:`atomic_path` writes to a temporary sibling ``.{name}.tmp-{pid}@{host}-{rand}`` and moves it into place
 only on success. A job killed outright (SIGKILL, a node lost) cannot remove its temporary; the next
 write of the same path sweeps such leftovers (:func:`sweep_temporaries`). A write that runs out of
 space raises :class:`~galsep.errors.DiskFullError` naming the path and the space free and needed.
@@ -57,6 +57,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _host() -> str:
+    """This machine's name, safe in a file name (a pid is only meaningful on its own host)."""
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+
+
 def _remove(p: Path) -> None:
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p, ignore_errors=True)
@@ -67,9 +74,10 @@ def _remove(p: Path) -> None:
 def sweep_temporaries(path: str | os.PathLike, stale_age: float = STALE_AGE) -> list[Path]:
     """Remove the temporaries of ``path`` left by killed writers; return those removed.
 
-    A temporary ``.{name}.tmp-{pid}-{rand}`` is removed when no process ``pid`` is alive on this
-    machine; an old-format one ``.{name}.tmp-{rand}`` (no pid) when its mtime is older than
-    ``stale_age`` seconds. One whose writer is alive, this process included, is kept.
+    A temporary ``.{name}.tmp-{pid}@{host}-{rand}`` of this host is removed when no process ``pid`` is
+    alive; one of another host (a shared filesystem: its pid means nothing here) or without a pid
+    (``.{name}.tmp-{rand}``, older galsep) when its mtime is older than ``stale_age`` seconds. One whose
+    writer is alive, this process included, is kept.
     """
     path = Path(path)
     prefix = f".{path.name}.tmp-"
@@ -83,10 +91,12 @@ def sweep_temporaries(path: str | os.PathLike, stale_age: float = STALE_AGE) -> 
         if not entry.name.startswith(prefix):
             continue
         rest = entry.name[len(prefix):]
-        m = re.fullmatch(r"(\d+)-[0-9a-f]{8}", rest)
+        m = re.fullmatch(r"(\d+)(?:@([^-/]+))?-[0-9a-f]{8}", rest)
         try:
-            if m:
+            if m and m.group(2) in (None, _host()):
                 stale = not _pid_alive(int(m.group(1)))
+            elif m:
+                stale = now - entry.stat(follow_symlinks=False).st_mtime > stale_age
             elif re.fullmatch(r"[0-9a-f]{8}", rest):
                 stale = now - entry.stat(follow_symlinks=False).st_mtime > stale_age
             else:
@@ -178,13 +188,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     Works for files and for directory stores (Zarr). On any exception the temporary is removed and
     ``path`` is left as it was; a write that ran out of space raises :class:`DiskFullError` (the path,
-    the space free and needed). The temporary is named ``.{name}.tmp-{pid}-{rand}``, and the
+    the space free and needed). The temporary is named ``.{name}.tmp-{pid}@{host}-{rand}``, and the
     temporaries of earlier writers of ``path`` that were killed are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_temporaries(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}@{_host()}-{uuid.uuid4().hex[:8]}")
     try:
         try:
             yield tmp
