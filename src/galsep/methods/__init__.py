@@ -7,6 +7,7 @@
     clvm_linear  contrastive latent variable model, linear
     clvm_vae     contrastive latent variable model, VAE
     nes          Neural Egg Separation (deterministic; arXiv 1811.12739)
+    surf         SURF, unsupervised remixing flow (generative; arXiv 2606.04921)
 
 Adding a method: a new module here with a ``Method`` subclass, its settings block in
 workflow/schemas/config.schema.yaml (under ``methods``, with defaults), and its tests.
