@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from galsep.inference.stages import gather_samples, lap_stage, shard_rows
 from galsep.inference.gaussian import LowRankGaussian
-from galsep.inference.priors import Prior
+from galsep.inference.observations import shard_rows
+from galsep.inference.priors import Prior, load_checkpoint
 from galsep.inference.schedule import VESchedule
+from galsep.inference.stages import gather_samples, lap_stage
 from galsep.workflow import Chain, chains
-from galsep.inference.priors import load_checkpoint
 
 PARAMS = {
     "seed": 3, "device": "cpu", "clip": 2.0, "diffusion": {"sigma_min": 1e-3, "sigma_max": 2.0},

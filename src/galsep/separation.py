@@ -18,10 +18,10 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from galsep.data.views import read_view
 from galsep.errors import ConfigError, InputError
-from galsep.inference.observations import Observations, stack
+from galsep.inference.observations import Observations, shard_rows, stack
 from galsep.inference.priors import Prior, load_checkpoint
-from galsep.inference.stages import read_observations, shard_rows
 from galsep.io import atomic_path, load_torch
 from galsep.methods import Contrast, Method, get
 from galsep.seeding import generator, pick_device
@@ -50,7 +50,7 @@ def fit_stage(name: str, view_paths: Sequence[str], out: str, p: Mapping[str, An
     if not method.fitted:
         raise ConfigError(f"method {name!r} is not fitted (it draws with the EM priors): nothing to fit")
     device = pick_device(p["device"])
-    obs = stack([read_observations(v) for v in view_paths], SOURCES).to(device)
+    obs = stack([read_view(v) for v in view_paths], SOURCES).to(device)
     _check_pixels(method, obs)
     start = time.perf_counter()
     model = method.fit(contrast(obs), p["settings"], generator=generator(p["seed"], "baseline", name, device=device),
@@ -96,7 +96,7 @@ def separation_shard(
     """
     method = get(name)
     device = pick_device(p["device"])
-    obs = read_observations(view_path).select(SOURCES)
+    obs = read_view(view_path).select(SOURCES)
     rows = shard_rows(len(obs), shard, shards)
     obs = obs.rows(rows).to(device)
     _check_pixels(method, obs)

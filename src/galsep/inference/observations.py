@@ -17,7 +17,7 @@ from torch import Tensor
 
 from galsep.inference.mmps import Operator
 
-__all__ = ["Observations", "stack"]
+__all__ = ["Observations", "shard_rows", "stack"]
 
 
 class _Movable(Protocol):
@@ -127,3 +127,9 @@ def _cat_ops(ops: Sequence[Operator]) -> Operator:
         raise TypeError(f"cannot stack operators of types {sorted(k.__name__ for k in kinds)}: one kind, with a"
                         " cat classmethod, is needed")
     return cat(ops)
+
+
+def shard_rows(n: int, shard: int, shards: int) -> slice:
+    """Contiguous block ``shard`` of ``shards`` over n rows (the rows of one sharded job)."""
+    bounds = np.linspace(0, n, shards + 1).round().astype(int)
+    return slice(int(bounds[shard]), int(bounds[shard + 1]))

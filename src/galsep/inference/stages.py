@@ -20,30 +20,19 @@ import torch
 from galsep.data.views import read_view
 from galsep.errors import InputError
 from galsep.inference.em import e_step, gaussian_start, m_step
-from galsep.inference.observations import Observations, stack
+from galsep.inference.observations import Observations, shard_rows, stack
 from galsep.inference.priors import Prior, load_checkpoint, save_checkpoint, schedule_of
 from galsep.io import atomic_path, load_torch
 from galsep.seeding import derive_seed, generator, pick_device
 from galsep.workflow import Chain
 
-__all__ = ["estep_shard", "gather_samples", "gaussian_stage", "lap_stage", "read_observations", "shard_rows"]
+__all__ = ["estep_shard", "gather_samples", "gaussian_stage", "lap_stage"]
 
 Log = Callable[[str], None]
 
 
-def read_observations(path: str | Path) -> Observations:
-    """One view file as observations (see :mod:`galsep.data.views`)."""
-    return read_view(path)
-
-
-def shard_rows(n: int, shard: int, shards: int) -> slice:
-    """Contiguous block ``shard`` of ``shards`` over n rows."""
-    bounds = np.linspace(0, n, shards + 1).round().astype(int)
-    return slice(int(bounds[shard]), int(bounds[shard + 1]))
-
-
 def _chain_observations(chain: Chain, view_paths: Sequence[str]) -> Observations:
-    return stack([read_observations(v) for v in view_paths], chain.sources)
+    return stack([read_view(v) for v in view_paths], chain.sources)
 
 
 def _frozen(chain: Chain, frozen_paths: Sequence[str], shape: Sequence[int], bound: float,
