@@ -41,6 +41,9 @@ class SURFMethod(Method):
             teacher_steps=settings["teacher_steps"], native_fraction=settings["native_fraction"],
             generator=generator, log=lambda line: log(f"[{self.name}] {line}"), mixture_factor=t.factor,
             source_factor=b.factor,
+            # synthetic views know the true galaxies: the learning curve then traces the galaxy MSE (a
+            # diagnostic of the log and the saved trace; the training never sees it)
+            truth=None if t.truth is None else t.truth[:, data.target_source],
         )
 
     def load(self, state: Mapping[str, Any], device: torch.device) -> SURF:
