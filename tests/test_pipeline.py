@@ -105,6 +105,7 @@ def test_em_files_and_metrics(run):
 
 def test_every_method_is_compared_on_the_same_galaxies(run):
     """Each method's shards follow one contract, and the table has a scored row per method."""
+    from galsep.methods import get
     from galsep.products.catalogue import gather_draws
 
     n = xr.open_zarr(run / "results/catalogue.zarr", consolidated=False).sizes["object"]
@@ -120,8 +121,11 @@ def test_every_method_is_compared_on_the_same_galaxies(run):
         r = rows[method]
         assert np.isfinite([r["galaxy_psnr_mean_db"], r["galaxy_psnr_draw_db"], r["sinkhorn"]]).all(), method
         assert 0 <= r["pqmass_p"] <= 1 and r["sinkhorn"] >= 0
-        # the times come from Snakemake's benchmark files of the method's own jobs
-        assert r["fit_s"] > 0 and r["separate_s"] > 0 and r["peak_rss_mb"] > 50, r
+        # the times come from Snakemake's benchmark files of the method's own jobs (segmentation has no fit;
+        # a job done before Snakemake's first memory sample has no peak memory: null, never made up)
+        kind = get(method)
+        assert (r["fit_s"] > 0) == (kind.fitted or kind.uses_priors) and r["separate_s"] > 0, r
+        assert r["peak_rss_mb"] is None or r["peak_rss_mb"] > 50, r
     # a deterministic method has one "draw": its mean and its draw are the same estimate
     assert rows["nes"]["draws"] == 1 and rows["nes"]["galaxy_psnr_mean_db"] == rows["nes"]["galaxy_psnr_draw_db"]
     md = (run / "results/compare/table.md").read_text()
