@@ -91,7 +91,7 @@ def test_draws_add_up_to_the_observation_within_the_noise(run):
 def test_em_files_and_metrics(run):
     for chain in ("random", "galaxy"):
         ckpt = torch.load(run / f"results/prior/{chain}/lap1.pt", weights_only=True)
-        assert ckpt["kind"] == "diffusion" and ckpt["lap"] == 1 and chain in ckpt["sources"]
+        assert ckpt["lap"] == 1 and ckpt["sources"][chain]["kind"] == "diffusion" and "schedule" in ckpt["sources"][chain]
         assert len(ckpt["losses"][chain]) == 20 and np.isfinite(ckpt["losses"][chain]).all()
         assert ckpt["params"]["em"]["train"]["steps"] == 20
     metrics = json.loads((run / "results/metrics.json").read_text())
