@@ -113,7 +113,9 @@ def method_model(method):
 
 def method_weights(method):
     """The files a method's draws depend on: its priors or its fitted model."""
-    return method_priors(method) or ([method_model(method)] if KINDS[method]["fitted"] else [])
+    return method_priors(method) or (
+        [method_model(method)] if KINDS[method]["fitted"] else []
+    )
 
 
 def separation_shards(method):

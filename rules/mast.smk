@@ -59,7 +59,9 @@ rule mast_tile:
 rule mast_targets:
     input:
         tiles=lambda wildcards: expand("resources/tiles/{tile}.fits", tile=tile_names()),
-        catalogues=[] if MAST["gzh"]["source"] == "vizier" else MAST["gzh"]["catalogues"],
+        catalogues=(
+            [] if MAST["gzh"]["source"] == "vizier" else MAST["gzh"]["catalogues"]
+        ),
     output:
         "resources/targets.ecsv",
     log:
