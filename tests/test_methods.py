@@ -74,6 +74,12 @@ def _priors(obs) -> list[Prior]:
     return [Prior.gaussian_of(fit_ppca(obs.truth[:, k], 4), schedule) for k in range(len(obs.sources))]
 
 
+def test_every_method_of_the_package_describes_itself_for_the_data_card():
+    for name, cls in registry().items():
+        if cls.__module__.startswith("galsep.methods."):
+            assert cls.title and len(cls.summary) > 40, name
+
+
 def test_registry_lists_every_method_of_the_pipeline():
     assert set(registry()) >= {"ddprism", "gibbs", "basis", "pcpca", "clvm_linear", "clvm_vae", "nes"}
     assert get("ddprism").uses_priors and get("nes").deterministic and get("pcpca").fitted

@@ -25,6 +25,12 @@ __all__ = ["Contrast", "Method", "ModelT", "every_tenth"]
 
 Log = Callable[[str], None]
 
+# shared phrases of the methods' data-card summaries
+EM_PRIORS = ("A diffusion-model prior for galaxies and one for the contaminating light were learned from the "
+             "cutouts by expectation-maximisation (DDPRISM, Wagner-Carena, Akhmetzhanova & Erickson 2025)")
+CONTRASTIVE_FIT = ("fitted on the random cutouts (contaminating light alone) and the galaxy cutouts (galaxy + "
+                   "contaminating light) with the same masks and observation operators")
+
 ModelT = TypeVar("ModelT")
 """A method's model: what :meth:`Method.fit` returns and :meth:`Method.draw` takes (the priors of a
 method that ``uses_priors``)."""
@@ -66,6 +72,8 @@ class Method(ABC, Generic[ModelT]):
             name of a top-level section (DDPRISM's are ``posterior``).
         full_resolution: it needs full-resolution pixel data (masks, no downsampled views), not any
             linear operator.
+        title: the method's name for people (the data card, tables).
+        summary: one paragraph on how its draws are made, for the published data card.
     """
 
     name: ClassVar[str]
@@ -74,6 +82,8 @@ class Method(ABC, Generic[ModelT]):
     deterministic: ClassVar[bool] = False
     section: ClassVar[str] = "methods"
     full_resolution: ClassVar[bool] = False
+    title: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
 
     def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> ModelT:
         """Fit the method's model on contrastive data; returns the model (for :meth:`state`, :meth:`draw`)."""

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from galsep.methods._priors import repeated, unflatten
-from galsep.methods.base import Method
+from galsep.methods.base import EM_PRIORS, Method
 
 if TYPE_CHECKING:
     import torch
@@ -21,6 +21,9 @@ __all__ = ["BASIS"]
 
 class BASIS(Method["Sequence[Prior]"]):
     name = "basis"
+    title = "BASIS"
+    summary = (f"{EM_PRIORS}; every galaxy was separated by BASIS (Jayaram & Thickstun 2020), annealed Langevin "
+               f"dynamics with the priors' scores.")
     uses_priors = True
 
     def draw(self, model: Sequence[Prior], obs: Observations, samples: int, settings: Mapping[str, Any], *,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
-from galsep.methods.base import Contrast, Log, Method, every_tenth
+from galsep.methods.base import CONTRASTIVE_FIT, Contrast, Log, Method, every_tenth
 
 if TYPE_CHECKING:
     import torch
@@ -69,12 +69,18 @@ class _CLVM(Method[_M]):
 
 class CLVMLinear(_CLVM["LinearModel"]):
     name = "clvm_linear"
+    title = "CLVM (linear)"
+    summary = (f"A linear contrastive latent variable model (CLVM, Severson, Ghosh & Ng 2019; exact likelihood) was"
+               f" {CONTRASTIVE_FIT}; the draws come from its posterior.")
     fit_function = "fit_clvm_linear"
     model_class = "CLVMLinear"
 
 
 class CLVMVAE(_CLVM["VAEModel"]):
     name = "clvm_vae"
+    title = "CLVM (VAE)"
+    summary = ("A contrastive latent variable model with MLP encoder and decoders (CLVM-VAE, after Severson, Ghosh &"
+               f" Ng 2019; trained on the ELBO) was {CONTRASTIVE_FIT}; the draws come from its approximate posterior.")
     fit_function = "fit_clvm_vae"
     model_class = "CLVMVAE"
     extra_settings = ("hidden", "layers", "dropout")

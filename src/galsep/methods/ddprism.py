@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from galsep.methods._priors import repeated, unflatten
-from galsep.methods.base import Method
+from galsep.methods.base import EM_PRIORS, Method
 
 if TYPE_CHECKING:
     import torch
@@ -22,6 +22,8 @@ __all__ = ["DDPRISM"]
 
 class DDPRISM(Method["Sequence[Prior]"]):
     name = "ddprism"
+    title = "DDPRISM"
+    summary = (f"{EM_PRIORS}, and every galaxy's joint posterior was sampled with moment-matching posterior sampling.")
     uses_priors = True
     section = "posterior"
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from galsep.methods._priors import repeated, unflatten
-from galsep.methods.base import Method
+from galsep.methods.base import EM_PRIORS, Method
 
 if TYPE_CHECKING:
     import torch
@@ -21,6 +21,9 @@ __all__ = ["Gibbs"]
 
 class Gibbs(Method["Sequence[Prior]"]):
     name = "gibbs"
+    title = "DDPRISM's Gibbs sampler"
+    summary = (f"{EM_PRIORS}; every galaxy's posterior was sampled by Gibbs sampling, one source at a time against "
+               f"the residual (DDPRISM appendix B, after Heurtel-Depeiges et al. 2024).")
     uses_priors = True
 
     def draw(self, model: Sequence[Prior], obs: Observations, samples: int, settings: Mapping[str, Any], *,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from galsep.methods.base import Contrast, Log, Method
+from galsep.methods.base import CONTRASTIVE_FIT, Contrast, Log, Method
 
 if TYPE_CHECKING:
     import torch
@@ -21,6 +21,9 @@ __all__ = ["NES"]
 
 class NES(Method["Model"]):
     name = "nes"
+    title = "Neural Egg Separation"
+    summary = (f"A Neural Egg Separation network (Halperin, Ephrat & Hoshen 2019) was {CONTRASTIVE_FIT}. It is "
+               f"deterministic: each draw is its one estimate.")
     fitted = True
     deterministic = True
     full_resolution = True

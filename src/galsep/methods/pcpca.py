@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from galsep.methods.base import Contrast, Log, Method, every_tenth
+from galsep.methods.base import CONTRASTIVE_FIT, Contrast, Log, Method, every_tenth
 
 if TYPE_CHECKING:
     import torch
@@ -21,6 +21,10 @@ __all__ = ["PCPCA"]
 
 class PCPCA(Method["Model"]):
     name = "pcpca"
+    title = "PCPCA"
+    summary = (f"Probabilistic contrastive PCA (PCPCA, Li, Jones & Engelhardt 2020) was {CONTRASTIVE_FIT}. It models "
+               f"the galaxy alone: the contaminating light of a draw is the observation minus the galaxy draw on "
+               f"observed pixels.")
     fitted = True
 
     def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> Model:

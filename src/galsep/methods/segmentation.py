@@ -61,6 +61,10 @@ def central_segment(flux: np.ndarray, err: np.ndarray, mask: np.ndarray, setting
 
 class Segmentation(Method[None]):
     name = "segmentation"
+    title = "Segmentation (SExtractor)"
+    summary = ("Every cutout was segmented with SExtractor's detection and deblending (Bertin & Arnouts 1996, "
+               "through sep): the segment of the central source, background-subtracted, is the galaxy, everything "
+               "else the contaminating light. It is deterministic: each draw is its one estimate.")
     deterministic = True
     full_resolution = True
 

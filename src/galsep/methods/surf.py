@@ -23,6 +23,10 @@ __all__ = ["SURFMethod"]
 
 class SURFMethod(Method):
     name = "surf"
+    title = "SURF"
+    summary = ("A SURF flow-matching separator (Li et al. 2026) was trained from the galaxy cutouts alone by "
+               "remixing its EMA teacher's galaxy draws with real random cutouts, started from a regression teacher;"
+               " the draws come from integrating its flow.")
     fitted = True
     full_resolution = True
 

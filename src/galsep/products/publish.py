@@ -36,32 +36,6 @@ def summary_table(ds: xr.Dataset) -> Table:
     return t
 
 
-# How each separation method made the draws, for the data card (config ``method``; see galsep.separation).
-_EM_PRIORS = ("A diffusion-model prior for galaxies and one for the contaminating light were learned from the "
-              "cutouts by expectation-maximisation (DDPRISM, Wagner-Carena, Akhmetzhanova & Erickson 2025)")
-_CONTRASTIVE = ("fitted on the random cutouts (contaminating light alone) and the galaxy cutouts (galaxy + "
-                "contaminating light) with the same masks and observation operators")
-METHOD_DESCRIPTIONS = {
-    "ddprism": ("DDPRISM", f"{_EM_PRIORS}, and every galaxy's joint posterior was sampled with moment-matching "
-                "posterior sampling."),
-    "gibbs": ("DDPRISM's Gibbs sampler", f"{_EM_PRIORS}; every galaxy's posterior was sampled by Gibbs "
-              "sampling, one source at a time against the residual (DDPRISM appendix B, after Heurtel-Depeiges "
-              "et al. 2024)."),
-    "basis": ("BASIS", f"{_EM_PRIORS}; every galaxy was separated by BASIS (Jayaram & Thickstun 2020), annealed "
-              "Langevin dynamics with the priors' scores."),
-    "pcpca": ("PCPCA", f"Probabilistic contrastive PCA (PCPCA, Li, Jones & Engelhardt 2020) was {_CONTRASTIVE}. "
-              "It models the galaxy alone: the contaminating light of a draw is the observation minus the galaxy "
-              "draw on observed pixels."),
-    "clvm_linear": ("CLVM (linear)", f"A linear contrastive latent variable model (CLVM, Severson, Ghosh & Ng "
-                    f"2019; exact likelihood) was {_CONTRASTIVE}; the draws come from its posterior."),
-    "clvm_vae": ("CLVM (VAE)", "A contrastive latent variable model with MLP encoder and decoders (CLVM-VAE, "
-                 f"after Severson, Ghosh & Ng 2019; trained on the ELBO) was {_CONTRASTIVE}; the draws come "
-                 "from its approximate posterior."),
-    "nes": ("Neural Egg Separation", "A Neural Egg Separation network (Halperin, Ephrat & Hoshen 2019) was "
-            f"{_CONTRASTIVE}. It is deterministic: each draw is its one estimate."),
-}
-
-
 def catalogue_method(ds: xr.Dataset) -> str:
     """The separation method that made the catalogue: its ``method`` attribute, else its recorded config's."""
     if "method" in ds.attrs:
@@ -71,9 +45,12 @@ def catalogue_method(ds: xr.Dataset) -> str:
 
 def describe_method(method: str) -> tuple[str, str]:
     """(name, one paragraph on how the draws were made) of a separation method, for the data card."""
-    if method in METHOD_DESCRIPTIONS:
-        return METHOD_DESCRIPTIONS[method]
-    return method, f"The draws were made by the separation method `{method}` (see galsep.separation)."
+    from galsep.methods import registry
+
+    cls = registry().get(method)
+    if cls is not None and cls.summary:
+        return cls.title or method, cls.summary
+    return method, f"The draws were made by the separation method `{method}` (see galsep.methods)."
 
 
 def data_card(ds: xr.Dataset, metrics: Mapping[str, Any] | None, checksums: Mapping[str, str]) -> str:
