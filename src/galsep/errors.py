@@ -6,7 +6,7 @@ error and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DiskFullError", "GalsepError", "InputError"]
+__all__ = ["ConfigError", "DiskFullError", "GalsepError", "InputError", "OutOfMemoryError"]
 
 
 class GalsepError(Exception):
@@ -24,3 +24,8 @@ class ConfigError(GalsepError, ValueError):
 class DiskFullError(GalsepError, OSError):
     """A write failed for lack of space (or quota); the message names the path, the space free and
     the space the write needed (as far as it is known). Nothing that looks complete is left behind."""
+
+
+class OutOfMemoryError(GalsepError, MemoryError):
+    """The accelerator ran out of memory even at the smallest batch tried; the message names the batch
+    that failed and the config key to lower (see :mod:`galsep.inference.memory`)."""

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from galsep.data.views import read_view
 from galsep.errors import ConfigError, InputError
+from galsep.inference.memory import batch_setting
 from galsep.inference.observations import Observations, shard_rows, stack
 from galsep.inference.priors import Prior, load_checkpoint
 from galsep.io import atomic_path, load_torch
@@ -114,12 +115,15 @@ def separation_shard(
         model = _load_model(method, model_path, device)
     else:
         model = None  # a method that needs neither priors nor a fit (it works on each observation alone)
-    draws = fill_residual(method.draw(model, obs, S, p["settings"], generator=gen,
-                                      progress=p.get("progress", False)), obs)
+    section = method.section if method.section != "methods" else f"methods.{name}"
+    with batch_setting(f"{section}.sampler.batch_size") as batch:  # methods that draw with MMPS
+        draws = fill_residual(method.draw(model, obs, S, p["settings"], generator=gen,
+                                          progress=p.get("progress", False)), obs)
     seconds = time.perf_counter() - start
     draws = draws.detach().cpu()
+    used = "" if batch.requested is None else f" ({batch.describe()})"
     log(f"{name} shard {shard + 1}/{shards}: {draws.shape[0]} objects x {draws.shape[1]} draws in"
-        f" {seconds:.0f}s on {device}")
+        f" {seconds:.0f}s on {device}{used}")
     with atomic_path(out) as tmp:
         torch.save({"rows": (rows.start, rows.stop), "draws": draws, "sources": list(SOURCES), "method": name,
                     "seconds": seconds, "device": str(device)}, tmp)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from galsep.inference.cg import CGResult, adaptive_conjugate_gradient
+from galsep.inference.memory import run_chunked
 from galsep.inference.samplers import pc_sample
 from galsep.inference.schedule import VESchedule
 
@@ -169,7 +170,9 @@ def sample_joint_posterior(denoisers: Sequence[Denoiser], operators: Sequence[Op
         schedule: VE schedule; x1 = sigma_max N(0, I).
         steps, corrections, tau: PC sampler settings (see ``samplers.pc_sample``).
         generator: seeds x1 and the Langevin noise; lives on y's device.
-        batch_size: process observations in chunks of this many (memory); None = all at once.
+        batch_size: process observations in chunks of this many (memory); None = all at once. A chunk
+            that runs out of CUDA memory is retried in halves (see :mod:`galsep.inference.memory`);
+            without that the chunks, and so the draws, are those of a plain loop.
         progress: tqdm bar per chunk.
         **posterior: CG settings forwarded to :class:`JointPosterior`.
     Returns:
@@ -177,14 +180,15 @@ def sample_joint_posterior(denoisers: Sequence[Denoiser], operators: Sequence[Op
     """
     B, K = y.shape[0], len(denoisers)
     chunk = B if batch_size is None else batch_size
-    out = []
-    for start in range(0, B, chunk):
-        idx = slice(start, min(start + chunk, B))
+
+    def run(idx: slice) -> Tensor:
         post = JointPosterior(denoisers, [A[idx] for A in operators], y[idx], noise_var[idx],
                               **posterior)
         n = idx.stop - idx.start
         x1 = schedule.sigma_max * torch.randn((n, K, *shape), generator=generator, device=y.device,
                                               dtype=y.dtype)
-        out.append(pc_sample(post, x1, schedule, steps=steps, corrections=corrections, tau=tau,
-                             generator=generator, progress=progress))
+        return pc_sample(post, x1, schedule, steps=steps, corrections=corrections, tau=tau,
+                         generator=generator, progress=progress)
+
+    out = run_chunked(B, chunk, run, what="sampling the posterior")
     return torch.cat(out, 0)

@@ -20,6 +20,7 @@ import torch
 from galsep.data.views import read_view
 from galsep.errors import InputError
 from galsep.inference.em import e_step, gaussian_start, m_step
+from galsep.inference.memory import batch_setting
 from galsep.inference.observations import Observations, shard_rows, stack
 from galsep.inference.priors import Prior, load_checkpoint, save_checkpoint, schedule_of
 from galsep.io import atomic_path, load_torch
@@ -75,11 +76,13 @@ def gaussian_stage(
         log(f"[{chain.name}] gaussian lap {lap + 1}/{em['gaussian_laps']} {time.perf_counter() - start:.0f}s"
             f" samples: {_stats(samples[:, :trained])}")
 
-    priors, samples = gaussian_start(
-        obs, _frozen(chain, frozen_paths, obs.shape, p["clip"], device), schedule=schedule_of(p["diffusion"]),
-        rank=em["gaussian_rank"], laps=em["gaussian_laps"], sampler=em["sampler"],
-        generator=generator(p["seed"], chain.name, "gaussian", device=device), final_estep=False, log=lap_log,
-    )
+    with batch_setting("em.sampler.batch_size") as batch:
+        priors, samples = gaussian_start(
+            obs, _frozen(chain, frozen_paths, obs.shape, p["clip"], device), schedule=schedule_of(p["diffusion"]),
+            rank=em["gaussian_rank"], laps=em["gaussian_laps"], sampler=em["sampler"],
+            generator=generator(p["seed"], chain.name, "gaussian", device=device), final_estep=False, log=lap_log,
+        )
+    log(f"[{chain.name}] gaussian E-steps: {batch.describe()}")
     save_checkpoint(out, {
         "chain": chain.name, "lap": 0, "params": dict(p), "device": str(device), "seconds": time.perf_counter() - start,
         "sources": {s: pr.entry for s, pr in zip(chain.trained, priors, strict=False)},
@@ -107,16 +110,18 @@ def lap_stage(
         def lap_log(s: str, source: str = source) -> None:
             log(f"[{chain.name}] lap {lap} {source}: {s}")
 
-        step = m_step(
-            data[:, k], network=p["network"], train=t, schedule=schedule_of(p["diffusion"]), bound=p["clip"],
-            init_seed=derive_seed(p["seed"], chain.name, "init", lap, source),
-            generator=generator(p["seed"], chain.name, "train", lap, source, device=device),
-            weights=before["model"] if before.get("kind") == "diffusion" else None,
-            progress=p.get("progress", False), log=lap_log,
-        )
+        with batch_setting("em.train.batch_size"):  # an out-of-memory step fails naming the key (no retry)
+            step = m_step(
+                data[:, k], network=p["network"], train=t, schedule=schedule_of(p["diffusion"]), bound=p["clip"],
+                init_seed=derive_seed(p["seed"], chain.name, "init", lap, source),
+                generator=generator(p["seed"], chain.name, "train", lap, source, device=device),
+                weights=before["model"] if before.get("kind") == "diffusion" else None,
+                progress=p.get("progress", False), log=lap_log,
+            )
         entries[source] = step.prior.entry
         losses[source] = step.losses
-        log(f"[{chain.name}] lap {lap} {source}: trained {t['steps']} steps in {time.perf_counter() - start:.0f}s,"
+        log(f"[{chain.name}] lap {lap} {source}: trained {t['steps']} steps (batch {t['batch_size']})"
+            f" in {time.perf_counter() - start:.0f}s,"
             f" final loss {np.mean(step.losses[-max(1, t['steps'] // 10):]):.4g}")
     save_checkpoint(out, {
         "chain": chain.name, "lap": lap, "params": dict(p), "device": str(device),
@@ -138,11 +143,12 @@ def estep_shard(
               for s in chain.trained]
     priors += list(_frozen(chain, frozen_paths, obs.shape, p["clip"], device).values())
     start = time.perf_counter()
-    samples = e_step("ddprism", priors, obs, p["em"]["sampler"], progress=p.get("progress", False),
-                     generator=generator(p["seed"], chain.name, "estep", lap, shard, device=device))
+    with batch_setting("em.sampler.batch_size") as batch:
+        samples = e_step("ddprism", priors, obs, p["em"]["sampler"], progress=p.get("progress", False),
+                         generator=generator(p["seed"], chain.name, "estep", lap, shard, device=device))
     trained = samples[:, : len(chain.trained)].cpu()
     log(f"[{chain.name}] lap {lap} E-step shard {shard + 1}/{shards}: {len(obs)} rows in"
-        f" {time.perf_counter() - start:.0f}s, {_stats(trained)}")
+        f" {time.perf_counter() - start:.0f}s ({batch.describe()}), {_stats(trained)}")
     with atomic_path(out) as tmp:
         torch.save({"rows": (rows.start, rows.stop), "samples": trained}, tmp)
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from galsep.errors import OutOfMemoryError
 from galsep.inference.denoiser import EDMDenoiser
+from galsep.inference.memory import OOM_ERRORS, current_key, oom_message
 from galsep.inference.schedule import VESchedule, sample_t
 
 __all__ = ["EMA", "TrainResult", "lr_factor", "batches", "train_denoiser"]
@@ -119,9 +121,15 @@ def train_denoiser(denoiser: EDMDenoiser, data: Tensor, *, schedule: VESchedule,
     for step in iterator:
         x = data[next(index).to(device)]
         t = sample_t(batch_size, generator=generator, device=generator.device, dtype=data.dtype).to(device)
-        loss = denoiser.loss(x, schedule.sigma(t), generator=generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            loss = denoiser.loss(x, schedule.sigma(t), generator=generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        except OOM_ERRORS as exc:
+            # not retried: a smaller batch is a different training run (its gradients, the batch
+            # sequence drawn from the generator and the step count per epoch all change)
+            raise OutOfMemoryError(oom_message(f"training (step {step + 1}/{steps})", batch_size,
+                                               current_key("em.train.batch_size"))) from exc
         if 0 < grad_clip < math.inf:
             nn.utils.clip_grad_norm_(denoiser.parameters(), grad_clip)
         optimizer.step()
