@@ -41,25 +41,36 @@ def read_view(path: str | Path) -> Observations:
     """Load a view file written by :func:`make_view` as float32 observations with pixel operators."""
     from galsep.inference.observations import Observations
 
-    with h5py.File(path, "r") as f:
-        t = lambda k: torch.from_numpy(f[k][...].astype(np.float32))  # noqa: E731
-        mask, coef = t("mask"), t("coef")
-        factor = torch.from_numpy(f["factor"][...].astype(np.int64))
-        sources = tuple(str(s) for s in f.attrs["sources"])
-        return Observations(
-            sources=sources,
-            y=t("y"),
-            variance=t("variance"),
-            ops=tuple(PixelOperator(mask, factor, coef[:, k]) for k in range(len(sources))),
-            coef=coef,
-            shape=tuple(mask.shape[1:]),
-            mask=mask,
-            factor=factor,
-            truth=t("truth") if "truth" in f else None,
-            ids=f["object_id"][...],
-            normalisation={k: float(f.attrs[k]) for k in ("arcsinh_scale", "stretch", "clip", "ivar_floor")
-                           if k in f.attrs},
-        )
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the view file does not exist; run the views stage (rule view) to make it")
+    try:
+        with h5py.File(path, "r") as f:
+            t = lambda k: torch.from_numpy(f[k][...].astype(np.float32))  # noqa: E731
+            mask, coef = t("mask"), t("coef")
+            factor = torch.from_numpy(f["factor"][...].astype(np.int64))
+            sources = tuple(str(s) for s in f.attrs["sources"])
+            return Observations(
+                sources=sources,
+                y=t("y"),
+                variance=t("variance"),
+                ops=tuple(PixelOperator(mask, factor, coef[:, k]) for k in range(len(sources))),
+                coef=coef,
+                shape=tuple(mask.shape[1:]),
+                mask=mask,
+                factor=factor,
+                truth=t("truth") if "truth" in f else None,
+                ids=f["object_id"][...],
+                normalisation={k: float(f.attrs[k]) for k in ("arcsinh_scale", "stretch", "clip", "ivar_floor")
+                               if k in f.attrs},
+            )
+    except (OSError, KeyError) as err:
+        # h5py's messages ("truncated file: eof = ...", "Unable to synchronously open object") name no file
+        raise InputError(
+            f"{path}: cannot read the view file ({type(err).__name__}: {err}). It is truncated or corrupt (a job"
+            " killed while writing it, or a full disk); Snakemake does not remake a file that exists, so delete it"
+            " and rerun the workflow, which makes it again in the views stage (rule view)"
+        ) from err
 
 
 def observe(
