@@ -64,6 +64,9 @@ rule all:
 
 onerror:
     # Snakemake prints only "Error in rule X ... log: ..."; put each failed job's own error where the user looks
-    report = failure_report(log, RUN_START)
+    try:
+        report = failure_report(log, RUN_START)
+    except Exception as err:  # the report must not hide Snakemake's own
+        report = f"galsep: could not read the failed jobs' logs ({type(err).__name__}: {err}); see logs/"
     if report:
         print(report, file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from galsep.errors import ConfigError
@@ -62,12 +62,13 @@ def check(config: Mapping) -> None:
                               " views.downsample_4x to 0, or leave it out of method and compare")
 
 
+SnakemakeLog = str | os.PathLike | Sequence[str | os.PathLike] | None
 _ERROR_IN_RULE = re.compile(r"^Error in rule (\S+?):\s*$")
 _LOG_LINE = re.compile(r"^\s+log: (.+?)(?: \(check log file\(s\) for error details\))?\s*$")
 _GALSEP_ERROR = re.compile(r"\bgalsep[\w.]* [\w-]+: ")
 
 
-def failed_job_logs(snakemake_log: str | os.PathLike | None, since: float, logs_dir: str | os.PathLike = "logs"
+def failed_job_logs(snakemake_log: SnakemakeLog, since: float, logs_dir: str | os.PathLike = "logs"
                     ) -> list[tuple[str, Path]]:
     """(rule, log file) of each job that failed in this run.
 
@@ -76,9 +77,13 @@ def failed_job_logs(snakemake_log: str | os.PathLike | None, since: float, logs_
     line is a galsep error or a traceback's last line.
     """
     found: list[tuple[str, Path]] = []
-    if snakemake_log and Path(snakemake_log).is_file():
+    # Snakemake 9 hands onerror a list of its log files (8 and earlier: one path or None)
+    smk_logs = [snakemake_log] if isinstance(snakemake_log, (str, os.PathLike)) else list(snakemake_log or [])
+    for smk in smk_logs:
+        if not Path(smk).is_file():
+            continue
         rule = None
-        for line in Path(snakemake_log).read_text(errors="replace").splitlines():
+        for line in Path(smk).read_text(errors="replace").splitlines():
             m = _ERROR_IN_RULE.match(line)
             if m:
                 rule = m.group(1)
@@ -87,6 +92,7 @@ def failed_job_logs(snakemake_log: str | os.PathLike | None, since: float, logs_
             if rule and m:
                 found += [(rule, Path(p.strip())) for p in m.group(1).split(",") if p.strip()]
                 rule = None
+    found = list(dict.fromkeys(found))
     seen = {p.resolve() for _, p in found}
     root = Path(logs_dir)
     if root.is_dir():
@@ -110,7 +116,7 @@ def _last_lines(path: Path, n: int) -> list[str]:
     return [line for line in lines if line.strip()][-n:]
 
 
-def failure_report(snakemake_log: str | os.PathLike | None, since: float, logs_dir: str | os.PathLike = "logs",
+def failure_report(snakemake_log: SnakemakeLog, since: float, logs_dir: str | os.PathLike = "logs",
                    tail: int = 8) -> str:
     """What to print when the workflow fails: per failed job, its one-line galsep error (or its log's
     last ``tail`` lines when there is none, e.g. a traceback), so the cause is on the terminal."""
@@ -123,7 +129,8 @@ def failure_report(snakemake_log: str | os.PathLike | None, since: float, logs_d
             continue
         errors = [line for line in lines if _GALSEP_ERROR.search(line)]
         if errors:
-            out.append(f"galsep: rule {rule} failed: {errors[-1].strip()}  (log: {path})")
+            line = errors[-1][_GALSEP_ERROR.search(errors[-1]).start():].strip()  # type: ignore[union-attr]
+            out.append(f"galsep: rule {rule} failed: {line}  (log: {path})")
         else:
             body = "\n".join("    " + line for line in lines)
             out.append(f"galsep: rule {rule} failed; the last lines of {path}:\n{body}")
