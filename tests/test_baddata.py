@@ -198,3 +198,17 @@ def test_failing_stage_shows_its_error_on_the_terminal(tmp_path):
     assert "galsep: rule cutouts failed: " in out and f"{tile.name}: tile {tile.stem} has no observed pixel" in out
 
 
+
+
+def test_truncated_cutout_file_names_it_in_the_views_stage(small_tile, tmp_path):
+    from galsep.data.normalise import Stretch
+    from galsep.data.views import make_view
+
+    _cut(small_tile, tmp_path)
+    data = (tmp_path / "g.h5").read_bytes()
+    (tmp_path / "g.h5").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"g\.h5: cannot read the cutout file .*rerun .* cutouts stage"):
+        make_view("galaxies", {"galaxies": tmp_path / "g.h5", "randoms": tmp_path / "r.h5"}, tmp_path / "v.h5",
+                  stretch=Stretch(), downsample_2x=0.0, downsample_4x=0.0, mixed_fraction=0.5, seed=0,
+                  log=lambda s: None)
+    assert not (tmp_path / "v.h5").exists()

@@ -14,7 +14,8 @@ attrs: sources (names, in the order of K), view name, normalisation constants.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,21 @@ def read_view(path: str | Path) -> Observations:
         ) from err
 
 
+@contextlib.contextmanager
+def _cutout_file(path: str | Path, blame: str | None = None) -> Iterator[h5py.File]:
+    """Open a cutout file; a truncated or corrupt one (h5py's OSError names no file) is an InputError."""
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except FileNotFoundError:
+        raise
+    except (OSError, KeyError) as err:
+        raise InputError(
+            f"{blame or path}: cannot read the cutout file ({type(err).__name__}: {err}). It is truncated or corrupt:"
+            " delete it and rerun the workflow, which makes it again in the cutouts stage (rule cutouts)"
+        ) from err
+
+
 def observe(
     clean: np.ndarray, variance: np.ndarray, mask: np.ndarray, factor: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -122,7 +138,7 @@ def make_view(
     """
     rng = numpy_generator(seed, "views", view)
     if view in CONTRASTIVE:
-        with h5py.File(cutout_paths[view], "r") as f:
+        with _cutout_file(cutout_paths[view]) as f:
             flux, ivar, mask = f["flux"][...], f["ivar"][...], f["mask"][...]
             ids, index = f["object_id"][...], np.arange(len(f["object_id"]))
             truth = (
@@ -133,7 +149,8 @@ def make_view(
         clean = np.where(mask > 0, stretch.forward(np.nan_to_num(flux)), 0.0)
         coef = np.tile(np.array(CONTRASTIVE[view], np.float32), (len(ids), 1))
     elif view in ("mixed_galaxy", "mixed_random"):
-        with h5py.File(cutout_paths["galaxies"], "r") as g, h5py.File(cutout_paths["randoms"], "r") as r:
+        both = f"{cutout_paths['galaxies']} or {cutout_paths['randoms']}"
+        with _cutout_file(cutout_paths["galaxies"], both) as g, _cutout_file(cutout_paths["randoms"], both) as r:
             if "truth_galaxy" not in g:
                 raise InputError("mixed views need synthetic data with truth (source: synthetic)")
             n = min(len(g["object_id"]), len(r["object_id"]))
