@@ -1,11 +1,16 @@
 # galsep: separate galaxies from contaminating light with diffusion priors learned by EM (DDPRISM).
 # Read DESIGN.md for the stages and their files; config.yaml for every setting.
+import sys
+import time
+
 from snakemake.utils import min_version, validate
 
-from galsep.config import check
+from galsep.config import check, failure_report
 from galsep.workflow import method_kinds
 
 min_version("9.0")
+
+RUN_START = time.time()  # logs written after this are this run's (the onerror report)
 
 
 configfile: "config.yaml"
@@ -55,3 +60,13 @@ rule all:
     default_target: True
     input:
         manifold_outputs() if MANIFOLD else final_outputs(),
+
+
+onerror:
+    # Snakemake prints only "Error in rule X ... log: ..."; put each failed job's own error where the user looks
+    try:
+        report = failure_report(log, RUN_START)
+    except Exception as err:  # the report must not hide Snakemake's own
+        report = f"galsep: could not read the failed jobs' logs ({type(err).__name__}: {err}); see logs/"
+    if report:
+        print(report, file=sys.stderr)

@@ -9,6 +9,8 @@ rule cutouts:
     output:
         galaxies="results/cutouts/galaxies.h5",
         randoms="results/cutouts/randoms.h5",
+        # targets without a cutout and why (written by galsep.data.cutouts beside galaxies.h5)
+        dropped="results/cutouts/dropped.ecsv",
     log:
         "logs/cutouts.log",
     benchmark:

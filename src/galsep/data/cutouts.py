@@ -8,6 +8,11 @@ by exactly the shift (a Lanczos kernel is off by ~0.02 pixel).
 The shift is linear, so flux, truth and noise are shifted alike (observation == truth + noise still
 holds) and the variance follows as sum(w^2 var). Pixels within the kernel's reach of missing data
 become missing (NaN, masked). Random cutouts sit on whole pixels and are copied exactly.
+
+A target that cannot be cut is dropped, logged, counted and listed with its reason in a drop table
+(``dropped.ecsv`` beside the galaxies file): its tile is not among the tiles of the run
+(``unknown_tile``), its centre is off its tile (``off_tile``), or its cutout has more missing pixels
+than ``max_nan_fraction`` (``nan_fraction``). With ``on_drop="error"`` any drop is an error instead.
 """
 
 from __future__ import annotations
@@ -20,17 +25,23 @@ import h5py
 import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.nddata import Cutout2D
-from astropy.table import vstack
+from astropy.table import Table, vstack
 from astropy.wcs import WCS
 
 from galsep.data.tiles import InputError, Tile, read_targets, read_tile
+from galsep.errors import ConfigError
 from galsep.io import atomic_path
 from galsep.seeding import numpy_generator
 
-__all__ = ["PAD", "TAPS", "cubic_weights", "subpixel_cutout", "random_positions", "make_cutouts", "merge_targets"]
+__all__ = [
+    "PAD", "TAPS", "DROPPED_NAME", "ON_DROP", "cubic_weights", "subpixel_cutout", "random_positions", "make_cutouts",
+    "merge_targets", "read_dropped",
+]
 
 PAD = 3  # pixels of margin around a stamp for the kernel's support (2) plus rounding (1)
 TAPS = np.arange(-1, 3)  # pixels the cubic kernel reads around a sample point
+DROPPED_NAME = "dropped.ecsv"  # the drop table, beside the galaxies file
+ON_DROP = ("list", "error")
 
 
 def cubic_weights(frac: float, a: float = -0.5) -> np.ndarray:
@@ -152,35 +163,76 @@ def make_cutouts(
     random_min_distance: float,
     max_nan_fraction: float,
     seed: int,
+    on_drop: str = "list",
+    dropped_path: str | Path | None = None,
     truth_paths: Sequence[str | Path] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, int]:
     """Cut every target and ``randoms_per_tile`` random positions per tile into two HDF5 files.
 
-    Returns counts of kept and rejected cutouts.
+    Targets that cannot be cut are listed in ``dropped_path`` (default: ``dropped.ecsv`` beside
+    ``galaxies_path``; columns object_id, tile, reason, detail), or with ``on_drop="error"`` make
+    the stage fail naming them. Returns counts of kept, rejected and dropped cutouts.
     """
+    if on_drop not in ON_DROP:
+        raise ConfigError(f"cutouts.on_drop = {on_drop!r}; expected one of {', '.join(ON_DROP)}")
+    dropped_path = Path(galaxies_path).with_name(DROPPED_NAME) if dropped_path is None else Path(dropped_path)
     targets = read_targets(targets_path)
+    if len(targets) == 0:
+        raise InputError(
+            f"{targets_path}: the target table is empty (no rows), so there are no galaxies to cut; check the"
+            " stage that made it (synthetic: synthetic.targets_per_tile; mast: the Galaxy Zoo match to the tiles)"
+        )
     truth_by_tile = {Path(p).stem: Path(p) for p in truth_paths or []}
     rows: dict[str, list[dict[str, Any] | None]] = {"galaxies": [], "randoms": []}
-    counts = {"galaxies": 0, "randoms": 0, "rejected_nan": 0}
+    counts = {"galaxies": 0, "randoms": 0, "rejected_nan": 0, "dropped": 0}
+    dropped: list[dict[str, Any]] = []
+    ids = np.asarray(targets["object_id"])
+    target_tiles = np.asarray(targets["tile"]).astype(str)
+
+    def drop(i: int, reason: str, detail: str) -> None:
+        dropped.append({"object_id": int(ids[i]), "tile": str(target_tiles[i]), "reason": reason, "detail": detail})
+        log(f"dropped target {int(ids[i])} (tile {target_tiles[i]}): {detail}")
+
+    names = [Path(p).stem for p in tile_paths]
+    for i in np.flatnonzero(~np.isin(target_tiles, names)):
+        drop(int(i), "unknown_tile", f"its tile {str(target_tiles[i])!r} is not among the {len(names)} tiles"
+             " of this run"
+             f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
     for t_index, tile_path in enumerate(tile_paths):
         tile = read_tile(tile_path)
         truth = _load_truth(truth_by_tile[tile.name]) if truth_paths else None
         var = np.where(tile.ivar > 0, 1.0 / np.maximum(tile.ivar, 1e-30), np.inf)
         sci = np.where(np.isfinite(tile.sci) & (tile.ivar > 0), tile.sci, np.nan)
         all_x, all_y = _positions(tile, np.asarray(targets["ra"]), np.asarray(targets["dec"]))
-        mine = np.asarray(targets["tile"]).astype(str) == tile.name
+        H, W = sci.shape
+        mine = target_tiles == tile.name
         for i in np.flatnonzero(mine):
+            x, y = float(all_x[i]), float(all_y[i])
+            if not (np.isfinite(x) and np.isfinite(y) and -0.5 <= x < W - 0.5 and -0.5 <= y < H - 0.5):
+                drop(int(i), "off_tile", f"its centre (ra {float(targets['ra'][i]):.6f}, dec"
+                     f" {float(targets['dec'][i]):.6f}) falls at pixel ({x:.1f}, {y:.1f}), off tile {tile.name}"
+                     f" ({W} x {H} pixels, {tile_path})")
+                continue
             images = [sci]
             if truth is not None:
                 noiseless, stamps = truth
-                own = _place(*stamps[int(targets["object_id"][i])], sci.shape)
+                if int(ids[i]) not in stamps:
+                    raise InputError(
+                        f"{truth_by_tile[tile.name]}: no truth stamp for target {int(ids[i])} of tile {tile.name};"
+                        f" the target table {targets_path} and the synthetic truth disagree: delete both and rerun"
+                        " so that the synthetic stage makes them again"
+                    )
+                own = _place(*stamps[int(ids[i])], sci.shape)
                 images += [own, noiseless - own]
-            rows["galaxies"].append(
-                _row(tile, images, var, all_x[i], all_y[i], size, targets[i], max_nan_fraction)
-            )
+            row, nan = _row(tile, images, var, x, y, size, targets[i], max_nan_fraction)
+            if row is None:
+                drop(int(i), "nan_fraction", f"{nan:.0%} of its cutout is missing (NaN or zero weight),"
+                     f" over cutouts.max_nan_fraction = {max_nan_fraction}")
+            rows["galaxies"].append(row)
         rng = numpy_generator(seed, "cutouts", "randoms", tile.name)
         target_xy = np.stack([all_x, all_y], axis=1)
+        target_xy = target_xy[np.isfinite(target_xy).all(axis=1)]
         for k, (x, y) in enumerate(
             random_positions(tile, target_xy, randoms_per_tile, size, random_min_distance, rng)
         ):
@@ -189,28 +241,84 @@ def make_cutouts(
                 images += [np.zeros_like(sci), truth[0]]
             ra, dec = tile.wcs.pixel_to_world_values(x, y)
             meta = {"object_id": -(t_index * 1_000_000 + k + 1), "ra": float(ra), "dec": float(dec)}
-            rows["randoms"].append(_row(tile, images, var, x, y, size, meta, max_nan_fraction))
+            rows["randoms"].append(_row(tile, images, var, x, y, size, meta, max_nan_fraction)[0])
         log(f"{tile.name}: {int(mine.sum())} targets, cut so far {sum(r is not None for r in rows['galaxies'])}"
             f" galaxies and {sum(r is not None for r in rows['randoms'])} randoms")
+    counts["dropped"] = len(dropped)
+    why = ", ".join(f"{n} {r}" for r, n in sorted(_tally(dropped).items()))
+    if dropped and on_drop == "error":
+        listed = "; ".join(f"{d['object_id']} (tile {d['tile']}): {d['detail']}" for d in dropped[:5])
+        raise InputError(
+            f"{targets_path}: {len(dropped)} of {len(targets)} targets cannot be cut ({why}) and cutouts.on_drop"
+            f" is 'error': {listed}{'; ...' if len(dropped) > 5 else ''}"
+        )
     for kind, path in (("galaxies", galaxies_path), ("randoms", randoms_path)):
         kept = [r for r in rows[kind] if r is not None]
         counts[kind] = len(kept)
         counts["rejected_nan"] += len(rows[kind]) - len(kept)
         if not kept:
-            raise InputError(f"no {kind} cutouts survived (size {size}, max_nan_fraction {max_nan_fraction})")
+            raise InputError(_none_survived(kind, len(targets), why, len(rows[kind]), size, randoms_per_tile,
+                                            random_min_distance, max_nan_fraction, dropped_path))
         _write(path, kept, size, truth=truth_paths is not None)
+    _write_dropped(dropped_path, dropped)
     log(f"kept {counts['galaxies']} galaxies, {counts['randoms']} randoms;"
-        f" rejected {counts['rejected_nan']} over the NaN limit")
+        f" rejected {counts['rejected_nan']} over the NaN limit; dropped {len(dropped)} targets"
+        + (f" ({why}), listed in {dropped_path}" if dropped else ""))
     return counts
 
 
+def _tally(dropped: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dropped:
+        out[d["reason"]] = out.get(d["reason"], 0) + 1
+    return out
+
+
+def _none_survived(kind: str, n_targets: int, why: str, n_cut: int, size: int, randoms_per_tile: int,
+                   min_distance: float, max_nan_fraction: float, dropped_path: Path) -> str:
+    if kind == "galaxies":
+        return (f"no galaxies cutouts survived: all {n_targets} targets were dropped ({why}); the reasons per"
+                f" target are in the log (the drop table {dropped_path.name} is not written when the stage fails)")
+    if randoms_per_tile == 0:
+        return "no randoms cutouts: cutouts.randoms_per_tile is 0; the randoms view needs at least one"
+    if n_cut == 0:
+        return (f"no randoms cutouts: no observed position of any tile lies {min_distance} pixels"
+                f" (cutouts.random_min_distance) from every target with room for a {size}-pixel cutout")
+    return (f"no randoms cutouts survived: all {n_cut} random cutouts have more missing pixels than"
+            f" cutouts.max_nan_fraction = {max_nan_fraction}")
+
+
+def _write_dropped(path: Path, dropped: Sequence[Mapping[str, Any]]) -> None:
+    table = Table(
+        {
+            "object_id": np.array([d["object_id"] for d in dropped], dtype=np.int64),
+            "tile": np.array([d["tile"] for d in dropped], dtype=str),
+            "reason": np.array([d["reason"] for d in dropped], dtype=str),
+            "detail": np.array([d["detail"] for d in dropped], dtype=str),
+        }
+    )
+    table.meta["comments"] = [
+        "Targets of the target table that have no cutout, and why (galsep.data.cutouts).",
+        "reason: unknown_tile (tile not in the run), off_tile (centre off its tile),"
+        " nan_fraction (too many missing pixels)",
+    ]
+    with atomic_path(path) as tmp:
+        table.write(tmp, format="ascii.ecsv")
+
+
+def read_dropped(path: str | Path) -> Table:
+    """The drop table written beside the cutouts."""
+    return Table.read(path, format="ascii.ecsv")
+
+
 def _row(tile: Tile, images: Sequence[np.ndarray], var: np.ndarray, x: float, y: float, size: int,
-         meta: Mapping[str, float], max_nan_fraction: float) -> dict[str, Any] | None:
+         meta: Mapping[str, float], max_nan_fraction: float) -> tuple[dict[str, Any] | None, float]:
     stamps, (v,), _ = subpixel_cutout(images, [var], tile.wcs, float(x), float(y), size)
     flux = stamps[0]
     mask = np.isfinite(flux) & np.isfinite(v) & (v > 0)
-    if 1.0 - mask.mean() > max_nan_fraction:
-        return None
+    nan = float(1.0 - mask.mean())
+    if nan > max_nan_fraction:
+        return None, nan
     row = {
         "flux": flux,
         "ivar": np.where(mask, 1.0 / np.where(mask, v, 1.0), 0.0).astype(np.float32),
@@ -224,7 +332,7 @@ def _row(tile: Tile, images: Sequence[np.ndarray], var: np.ndarray, x: float, y:
     }
     if len(stamps) == 3:
         row["truth_galaxy"], row["truth_random"] = stamps[1], stamps[2]
-    return row
+    return row, nan
 
 
 def _write(path: str | Path, rows: list[dict[str, Any]], size: int, truth: bool) -> None:

@@ -61,6 +61,15 @@ def read_tile(path: str | Path) -> Tile:
         raise InputError(f"{path}: SCI {sci.shape} and WHT {wht.shape} must be 2-D and the same shape")
     if not wcs.has_celestial:
         raise InputError(f"{path}: the SCI header has no celestial WCS")
+    if not np.any(wht > 0):
+        raise InputError(
+            f"{path}: tile {path.stem} has no observed pixel (its WHT extension is zero everywhere), so it"
+            " cannot give any cutout. The file is empty or corrupt: delete it and rerun so that the data stage"
+            " makes or fetches it again, or leave the tile out of the run (mast.exclude_tiles)"
+        )
+    if not np.any(np.isfinite(sci) & (wht > 0)):
+        raise InputError(f"{path}: tile {path.stem} has no finite SCI value where WHT > 0; the file is corrupt:"
+                         " delete it and rerun so that the data stage makes or fetches it again")
     ivar = inverse_variance(wht, **noise_parameters(header))
     return Tile(name=path.stem, sci=sci, ivar=ivar, wcs=wcs, header=header)
 

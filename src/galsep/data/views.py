@@ -14,7 +14,8 @@ attrs: sources (names, in the order of K), view name, normalisation constants.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,25 +42,51 @@ def read_view(path: str | Path) -> Observations:
     """Load a view file written by :func:`make_view` as float32 observations with pixel operators."""
     from galsep.inference.observations import Observations
 
-    with h5py.File(path, "r") as f:
-        t = lambda k: torch.from_numpy(f[k][...].astype(np.float32))  # noqa: E731
-        mask, coef = t("mask"), t("coef")
-        factor = torch.from_numpy(f["factor"][...].astype(np.int64))
-        sources = tuple(str(s) for s in f.attrs["sources"])
-        return Observations(
-            sources=sources,
-            y=t("y"),
-            variance=t("variance"),
-            ops=tuple(PixelOperator(mask, factor, coef[:, k]) for k in range(len(sources))),
-            coef=coef,
-            shape=tuple(mask.shape[1:]),
-            mask=mask,
-            factor=factor,
-            truth=t("truth") if "truth" in f else None,
-            ids=f["object_id"][...],
-            normalisation={k: float(f.attrs[k]) for k in ("arcsinh_scale", "stretch", "clip", "ivar_floor")
-                           if k in f.attrs},
-        )
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the view file does not exist; run the views stage (rule view) to make it")
+    try:
+        with h5py.File(path, "r") as f:
+            t = lambda k: torch.from_numpy(f[k][...].astype(np.float32))  # noqa: E731
+            mask, coef = t("mask"), t("coef")
+            factor = torch.from_numpy(f["factor"][...].astype(np.int64))
+            sources = tuple(str(s) for s in f.attrs["sources"])
+            return Observations(
+                sources=sources,
+                y=t("y"),
+                variance=t("variance"),
+                ops=tuple(PixelOperator(mask, factor, coef[:, k]) for k in range(len(sources))),
+                coef=coef,
+                shape=tuple(mask.shape[1:]),
+                mask=mask,
+                factor=factor,
+                truth=t("truth") if "truth" in f else None,
+                ids=f["object_id"][...],
+                normalisation={k: float(f.attrs[k]) for k in ("arcsinh_scale", "stretch", "clip", "ivar_floor")
+                               if k in f.attrs},
+            )
+    except (OSError, KeyError) as err:
+        # h5py's messages ("truncated file: eof = ...", "Unable to synchronously open object") name no file
+        raise InputError(
+            f"{path}: cannot read the view file ({type(err).__name__}: {err}). It is truncated or corrupt (a job"
+            " killed while writing it, or a full disk); Snakemake does not remake a file that exists, so delete it"
+            " and rerun the workflow, which makes it again in the views stage (rule view)"
+        ) from err
+
+
+@contextlib.contextmanager
+def _cutout_file(path: str | Path, blame: str | None = None) -> Iterator[h5py.File]:
+    """Open a cutout file; a truncated or corrupt one (h5py's OSError names no file) is an InputError."""
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except FileNotFoundError:
+        raise
+    except (OSError, KeyError) as err:
+        raise InputError(
+            f"{blame or path}: cannot read the cutout file ({type(err).__name__}: {err}). It is truncated or corrupt:"
+            " delete it and rerun the workflow, which makes it again in the cutouts stage (rule cutouts)"
+        ) from err
 
 
 def observe(
@@ -111,7 +138,7 @@ def make_view(
     """
     rng = numpy_generator(seed, "views", view)
     if view in CONTRASTIVE:
-        with h5py.File(cutout_paths[view], "r") as f:
+        with _cutout_file(cutout_paths[view]) as f:
             flux, ivar, mask = f["flux"][...], f["ivar"][...], f["mask"][...]
             ids, index = f["object_id"][...], np.arange(len(f["object_id"]))
             truth = (
@@ -122,7 +149,8 @@ def make_view(
         clean = np.where(mask > 0, stretch.forward(np.nan_to_num(flux)), 0.0)
         coef = np.tile(np.array(CONTRASTIVE[view], np.float32), (len(ids), 1))
     elif view in ("mixed_galaxy", "mixed_random"):
-        with h5py.File(cutout_paths["galaxies"], "r") as g, h5py.File(cutout_paths["randoms"], "r") as r:
+        both = f"{cutout_paths['galaxies']} or {cutout_paths['randoms']}"
+        with _cutout_file(cutout_paths["galaxies"], both) as g, _cutout_file(cutout_paths["randoms"], both) as r:
             if "truth_galaxy" not in g:
                 raise InputError("mixed views need synthetic data with truth (source: synthetic)")
             n = min(len(g["object_id"]), len(r["object_id"]))
