@@ -2,6 +2,10 @@
 
 tests/slurm/cluster.sh starts munged, slurmctld and slurmd (Debian's packages, as root, no
 systemd) in a scratch directory with two fake GPUs; .ci/slurm-setup.sh installs them in CI.
+
+Two runs of the same command (tiny config, two EM laps): an uninterrupted reference, and one whose
+jobs are cancelled (`scancel`) and requeued (`scontrol requeue`) while they run, then rerun; its
+catalogue must equal the reference's (issue 18 item 4).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +33,17 @@ pytestmark = pytest.mark.slurm
 CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
 GPU_RULES = ("prior_gaussian", "prior_lap", "estep_shard", "posterior_shard", "fit_baseline")
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "srun")
+TARGET = "results/catalogue.zarr"
+# The catalogue, not the evaluation figures: it keeps the run inside the CI budget. Status polls
+# start at 2 s instead of 40 s since the tiny jobs take seconds; the plugin uses squeue only while
+# MinJobAge >= 3 x this (the test cluster keeps jobs for 1 h). Two laps, so that E-step shard
+# jobs exist. Both runs use this very command: same threads, so the seeding gives equal draws.
+COMMAND = (
+    TARGET, "--cores", "all", "--profile", "slurm",
+    "--configfile", "tests/configs/tiny.yaml", str(ROOT / "tests" / "slurm" / "two-laps.yaml"),
+    "--seconds-between-status-checks", "2", "--slurm-init-seconds-before-status-checks", "2",
+    "--latency-wait", "5",
+)
 
 
 def why_no_cluster() -> str | None:
@@ -80,15 +96,22 @@ def cluster() -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def slurm_jobs() -> list[dict[str, str]]:
-    """Every job the controller remembers (MinJobAge keeps finished ones), as scontrol fields."""
+def slurm_jobs(workdir: Path | None = None) -> list[dict[str, str]]:
+    """Every job the controller remembers (MinJobAge keeps finished ones), as scontrol fields;
+    only those run in ``workdir`` when given."""
     out = subprocess.run(["scontrol", "show", "job", "--oneliner"], capture_output=True, text=True,
                          check=True).stdout
     jobs = []
     for line in out.splitlines():
         if line.strip() and not line.startswith("No jobs"):
             jobs.append(dict(re.findall(r"(\w+)=(\S*)", line)))
+    if workdir is not None:
+        jobs = [job for job in jobs if Path(job.get("WorkDir", "")).resolve() == workdir.resolve()]
     return jobs
+
+
+def job_rule(job: dict[str, str]) -> str:
+    return re.match(r"rule_(\w+?)(?:_wildcards_.*)?$", job["Comment"]).group(1)
 
 
 def batch_script(job_id: str) -> str:
@@ -101,25 +124,23 @@ def slurm_logs(workdir: Path) -> str:
     return "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in logs[-5:])
 
 
-def test_tiny_pipeline_through_local_slurm(cluster, tmp_path):
-    workdir = copy_workflow(tmp_path / "wf")
-    # The catalogue, not the evaluation figures: it keeps the run inside the CI budget.
-    # Status polls start at 2 s instead of 40 s since the tiny jobs take seconds; the plugin
-    # uses squeue only while MinJobAge >= 3 x this (the test cluster keeps jobs for 1 h).
-    target = "results/catalogue.zarr"
-    proc = snakemake(
-        workdir, target, "--cores", "all", "--profile", "slurm", "--configfile", "tests/configs/tiny.yaml",
-        "--seconds-between-status-checks", "2", "--slurm-init-seconds-before-status-checks", "2",
-        "--latency-wait", "5", check=False, timeout=900,
-    )
+@pytest.fixture(scope="module")
+def reference(cluster, tmp_path_factory) -> Path:
+    """The workflow run once, uninterrupted, through the cluster; its work directory."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("reference") / "wf")
+    proc = snakemake(workdir, *COMMAND, check=False, timeout=900)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}\n{slurm_logs(workdir)}"
+    return workdir
 
-    jobs = slurm_jobs()
+
+def test_tiny_pipeline_through_local_slurm(reference):
+    workdir, target = reference, TARGET
+    jobs = slurm_jobs(workdir)
     assert jobs, "no job reached SLURM"
     assert all(job["JobState"] == "COMPLETED" for job in jobs), [(j["JobId"], j["JobState"]) for j in jobs]
     rules = set()
     for job in jobs:
-        rule = re.match(r"rule_(\w+?)(?:_wildcards_.*)?$", job["Comment"]).group(1)
+        rule = job_rule(job)
         rules.add(rule)
         wants_gpu = rule in GPU_RULES
         assert ("gpu" in job.get("TresPerJob", "")) == wants_gpu, (rule, job.get("TresPerJob"))
@@ -128,7 +149,7 @@ def test_tiny_pipeline_through_local_slurm(cluster, tmp_path):
     assert rules & set(GPU_RULES) and rules - set(GPU_RULES), rules
 
     # the outputs are complete and up to date: a second run has nothing to do
-    again = snakemake(workdir, target, "-n", "--cores", "all", "--configfile", "tests/configs/tiny.yaml")
+    again = snakemake(workdir, target, "-n", "--cores", "all", "--configfile", *COMMAND[6:8])
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # one row per galaxy cutout, with finite posterior draws of both components
@@ -141,3 +162,104 @@ def test_tiny_pipeline_through_local_slurm(cluster, tmp_path):
         assert draws.dims == ("object", "sample", "y", "x")
         assert draws.shape[0] == len(cutout_ids) and draws.shape[1] >= 1
         assert np.isfinite(draws.values).all(), name
+
+
+def start_run(workdir: Path, log: Path) -> subprocess.Popen:
+    """The same command as the reference's, in the background, its output in ``log``."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-m", "snakemake", *COMMAND], cwd=workdir, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def finish(proc: subprocess.Popen, log: Path, timeout: float = 900) -> tuple[int, str]:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return proc.returncode, log.read_text()
+
+
+def wait_running(workdir: Path, proc: subprocess.Popen, log: Path, rule: str, chain: str,
+                 timeout: float = 600) -> dict[str, str]:
+    """The first job of ``rule`` on ``chain`` that SLURM runs in ``workdir``, once it has run a second."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for job in slurm_jobs(workdir):
+            if (job["JobState"] == "RUNNING" and job_rule(job) == rule
+                    and f"_wildcards_{chain}_" in job["Comment"] + "_"):
+                time.sleep(1)  # past Snakemake's start inside the job: the stage itself runs
+                return job
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before a {rule} job of chain {chain} ran:\n{log.read_text()[-5000:]}")
+        time.sleep(0.3)
+    proc.kill()
+    pytest.fail(f"no {rule} job of chain {chain} ran within {timeout} s:\n{log.read_text()[-5000:]}")
+
+
+def stamps(directory: Path) -> dict[str, int]:
+    """Modification times of the finished files under ``directory`` (not atomic_path's temporaries)."""
+    return {str(p.relative_to(directory)): p.stat().st_mtime_ns for p in directory.rglob("*")
+            if p.is_file() and ".tmp-" not in p.name}
+
+
+def test_cancelled_and_requeued_jobs_resume_to_the_same_catalogue(reference, cluster, tmp_path):
+    """Issue 18 item 4. Run 1: an E-step shard job of the first chain is cancelled while it runs;
+    the run fails. Run 2, the same command: it resumes after the last finished lap (nothing of the
+    first chain before that E-step is made again), and a lap job of the second chain is cancelled.
+    Run 3, the same command: a running E-step shard job is requeued by SLURM (`scontrol requeue`,
+    as preemption with requeue does), restarts from scratch and the run completes. The catalogue's
+    draws equal the uninterrupted reference's, to the bit."""
+    workdir = copy_workflow(tmp_path / "wf")
+    prior = workdir / "results" / "prior"
+
+    # run 1: cancel a running E-step shard of the random chain (lap 1, between its two laps)
+    proc = start_run(workdir, tmp_path / "run1.log")
+    shard = wait_running(workdir, proc, tmp_path / "run1.log", "estep_shard", "random")
+    subprocess.run(["scancel", shard["JobId"]], check=True)
+    code, log = finish(proc, tmp_path / "run1.log")
+    assert code != 0, log[-3000:]
+    assert any(j["JobId"] == shard["JobId"] and j["JobState"] == "CANCELLED" for j in slurm_jobs(workdir))
+    before = stamps(prior / "random")
+    assert {"gaussian.pt", "samples0.pt", "lap1.pt"} <= set(before), before
+    assert "lap2.pt" not in before and "samples1.pt" not in before, before
+    run1_jobs = {j["JobId"] for j in slurm_jobs(workdir)}
+
+    # run 2: resumes at the E-step after lap 1; cancel a running lap job of the galaxy chain
+    proc = start_run(workdir, tmp_path / "run2.log")
+    lap = wait_running(workdir, proc, tmp_path / "run2.log", "prior_lap", "galaxy")
+    subprocess.run(["scancel", lap["JobId"]], check=True)
+    code, log = finish(proc, tmp_path / "run2.log")
+    assert code != 0, log[-3000:]
+    run2 = [j for j in slurm_jobs(workdir) if j["JobId"] not in run1_jobs]
+    remade = {(job_rule(j), j["Comment"]) for j in run2 if "_wildcards_random_" in j["Comment"] + "_"}
+    assert not {r for r, c in remade if r == "prior_gaussian" or (r == "prior_lap" and c.endswith("_1"))}, remade
+    after = stamps(prior / "random")
+    assert {k: after[k] for k in before} == before, "finished files of the first chain were made again"
+    # the cancelled lap left no file that looks complete
+    assert not (prior / "galaxy" / f"lap{lap['Comment'].rsplit('_', 1)[1]}.pt").exists()
+    seen = {j["JobId"] for j in slurm_jobs(workdir)}
+
+    # run 3: a running E-step shard of the galaxy chain is requeued; it restarts and the run ends
+    proc = start_run(workdir, tmp_path / "run3.log")
+    shard = wait_running(workdir, proc, tmp_path / "run3.log", "estep_shard", "galaxy")
+    subprocess.run(["scontrol", "requeue", shard["JobId"]], check=True)
+    # a requeued job waits out a begin-time delay; the test needs it at once
+    subprocess.run(["scontrol", "update", f"JobId={shard['JobId']}", "StartTime=now"], capture_output=True)
+    code, log = finish(proc, tmp_path / "run3.log")
+    assert code == 0, f"{log[-5000:]}\n{slurm_logs(workdir)}"
+    requeued = next(j for j in slurm_jobs(workdir) if j["JobId"] == shard["JobId"])
+    assert requeued["JobState"] == "COMPLETED" and int(requeued["Restarts"]) >= 1, requeued
+    assert all(j["JobState"] == "COMPLETED" for j in slurm_jobs(workdir) if j["JobId"] not in seen)
+    assert not [p for p in workdir.rglob("*") if ".tmp-" in p.name], "a temporary was left behind"
+
+    again = snakemake(workdir, TARGET, "-n", "--cores", "all", "--configfile", *COMMAND[6:8])
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # the same catalogue as the uninterrupted run: same objects, same draws of both components
+    ds = xr.open_zarr(workdir / TARGET, consolidated=False)
+    ref = xr.open_zarr(reference / TARGET, consolidated=False)
+    np.testing.assert_array_equal(ds["object_id"].values, ref["object_id"].values)
+    for name in ("galaxy", "random"):
+        np.testing.assert_array_equal(ds[name].values, ref[name].values, err_msg=name)
