@@ -29,16 +29,17 @@ from torch import Tensor, nn
 
 from galsep.errors import ConfigError
 
-__all__ = ["NESNet", "NES", "fit_nes", "check_full_resolution"]
+__all__ = ["NESNet", "NES", "check_full_resolution", "conv_block", "fit_nes"]
 
 INIT_MASK = 0.5  # the paper's constant c: x_0 = c y
 
 
-def check_full_resolution(factor: Tensor | None) -> None:
-    """Raise if any observation is downsampled (NES regresses a per-pixel mask on full-resolution images)."""
+def check_full_resolution(factor: Tensor | None, method: str = "NES") -> None:
+    """Raise if any observation is downsampled (the pixel-wise networks here, NES's mask and SURF's flow,
+    work on full-resolution images)."""
     if factor is not None and bool((torch.as_tensor(factor) != 1).any()):
-        raise ConfigError("NES supports full-resolution images only; disable views.downsample_2x and "
-                         "views.downsample_4x for this baseline")
+        raise ConfigError(f"{method} supports full-resolution images only; disable views.downsample_2x and "
+                          f"views.downsample_4x for this {'baseline' if method == 'NES' else 'method'}")
 
 
 def _check_images(name: str, x: Tensor, mask: Tensor) -> None:
@@ -48,7 +49,8 @@ def _check_images(name: str, x: Tensor, mask: Tensor) -> None:
         raise ValueError(f"{name} {tuple(x.shape)} and its mask {tuple(mask.shape)} differ in shape")
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    """Two 3x3 convolutions with GroupNorm and SiLU: a level of the small U-Nets of NES and SURF."""
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(math.gcd(8, cout), cout), nn.SiLU(),
                          nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(math.gcd(8, cout), cout), nn.SiLU())
 
@@ -75,8 +77,8 @@ class NESNet(nn.Module):
             raise ValueError(f"channels must be a non-empty list of positive ints, got {list(channels)}")
         self.channels = [int(c) for c in channels]
         c = self.channels
-        self.down = nn.ModuleList(_block(cin, cout) for cin, cout in zip([2] + c[:-1], c, strict=True))
-        self.up = nn.ModuleList(_block(c[i] + c[i + 1], c[i]) for i in range(len(c) - 1))
+        self.down = nn.ModuleList(conv_block(cin, cout) for cin, cout in zip([2] + c[:-1], c, strict=True))
+        self.up = nn.ModuleList(conv_block(c[i] + c[i + 1], c[i]) for i in range(len(c) - 1))
         self.out = nn.Conv2d(c[0], 1, 1)
         nn.init.zeros_(self.out.weight)
         assert self.out.bias is not None  # Conv2d has a bias by default

@@ -24,33 +24,22 @@ pixels) and are left out of every loss. Downsampled observations are not support
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from galsep.baselines.nes import check_full_resolution, conv_block
 from galsep.errors import ConfigError
+from galsep.inference.training import EMA
 
 __all__ = ["SURF", "SURFNet", "fit_surf", "hybrid_teacher"]
 
 Log = Callable[[str], None]
-
-
-def _check_full_resolution(factor: Tensor | None) -> None:
-    if factor is not None and bool((torch.as_tensor(factor) != 1).any()):
-        raise ConfigError("SURF supports full-resolution images only; disable views.downsample_2x and "
-                          "views.downsample_4x for this method")
-
-
-def _block(cin: int, cout: int) -> nn.Sequential:
-    groups = math.gcd(8, cout)
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(groups, cout), nn.SiLU(),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(groups, cout), nn.SiLU())
 
 
 class SURFNet(nn.Module):
@@ -71,8 +60,8 @@ class SURFNet(nn.Module):
             raise ValueError(f"channels must be a non-empty list of positive ints, got {list(channels)}")
         self.channels, self.inputs = [int(c) for c in channels], int(inputs)
         c = self.channels
-        self.down = nn.ModuleList(_block(cin, cout) for cin, cout in zip([inputs + 1] + c[:-1], c, strict=True))
-        self.up = nn.ModuleList(_block(c[i] + c[i + 1], c[i]) for i in range(len(c) - 1))
+        self.down = nn.ModuleList(conv_block(cin, cout) for cin, cout in zip([inputs + 1] + c[:-1], c, strict=True))
+        self.up = nn.ModuleList(conv_block(c[i] + c[i + 1], c[i]) for i in range(len(c) - 1))
         self.time = nn.ModuleList(nn.Linear(8, ch) for ch in c)
         self.out = nn.Conv2d(c[0], 1, 1)
         nn.init.zeros_(self.out.weight)
@@ -136,7 +125,7 @@ class SURF:
     def separate(self, y: Tensor, variance: Tensor, mask: Tensor, samples: int, *, steps: int,
                  generator: torch.Generator, batch_size: int = 256, factor: Tensor | None = None) -> Tensor:
         """(N, samples, 2, H, W) draws (galaxy, random = y - galaxy, both zero where masked) of y (N, H, W)."""
-        _check_full_resolution(factor)
+        check_full_resolution(factor, "SURF")
         n = y.shape[0]
         ym = (mask * y).repeat_interleave(samples, 0)
         sm, mm = _sigma(variance, mask).repeat_interleave(samples, 0), mask.repeat_interleave(samples, 0)
@@ -221,8 +210,8 @@ def fit_surf(y: Tensor, variance: Tensor, mask: Tensor, yr: Tensor, variance_r: 
         "seconds" and, with ``truth``, "mse_teacher" (the hybrid teacher's galaxy samples), "mse_student"
         (the student's samples) and "mse_regression" (G^0).
     """
-    _check_full_resolution(mixture_factor)
-    _check_full_resolution(source_factor)
+    check_full_resolution(mixture_factor, "SURF")
+    check_full_resolution(source_factor, "SURF")
     _check_images("y", y, variance, mask)
     _check_images("yr", yr, variance_r, mask_r)
     if y.shape[1:] != yr.shape[1:]:
@@ -293,7 +282,8 @@ def fit_surf(y: Tensor, variance: Tensor, mask: Tensor, yr: Tensor, variance_r: 
 
     # 2. SURF: student, EMA teacher (a copy of the fresh student; beta = 1 makes it the regression at first)
     student = fresh(4)
-    teacher = copy.deepcopy(student).requires_grad_(False)
+    averaged = EMA(student, ema)  # the teacher: theta_T <- ema theta_T + (1 - ema) theta, every step
+    teacher = cast(SURFNet, averaged.shadow)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     mon = torch.arange(min(monitor, N), device=device)
     z_mon = normal(y[mon].shape)
@@ -355,9 +345,7 @@ def fit_surf(y: Tensor, variance: Tensor, mask: Tensor, yr: Tensor, variance_r: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            for pt, ps in zip(teacher.parameters(), student.parameters(), strict=True):
-                pt.lerp_(ps, 1 - ema)
+        averaged.update(student)
         losses.append(loss.item())
         if (step + 1) % max(1, steps // blocks) == 0 or step + 1 == steps:
             record(step + 1)
