@@ -14,13 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from galsep.data import SOURCES
 from galsep.errors import ConfigError
 from galsep.methods import registry
 
 __all__ = ["SOURCES", "Chain", "chains", "method_kinds"]
-
-# the image pipeline's sources, in the order of K in every view, draw and catalogue
-SOURCES = ("galaxy", "random")
 
 
 @dataclass(frozen=True)

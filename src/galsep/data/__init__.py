@@ -1,4 +1,11 @@
 """From tiles to what the inference reads: cutouts, the ACS noise model, normalisation, observation
-operators and the views (stacked observations with their operators)."""
+operators and the views (stacked observations with their operators).
 
-__all__: list[str] = []  # import from the submodules; nothing is re-exported here
+The submodules hold the code (import from them); this package module defines only the image pipeline's
+sources, which the views write and the Snakefile reads (so it must stay free of heavy imports).
+"""
+
+__all__ = ["SOURCES"]
+
+# the image pipeline's sources, in the order of K in every view, draw and catalogue
+SOURCES = ("galaxy", "random")

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 import torch
 
+from galsep.data import SOURCES
 from galsep.data.normalise import Stretch
 from galsep.data.operators import PixelOperator, block_project
 from galsep.errors import ConfigError, InputError
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SOURCES", "CONTRASTIVE", "read_view", "observe", "draw_factors", "make_view"]
 
-SOURCES = ("galaxy", "random")
 CONTRASTIVE = {"randoms": (0.0, 1.0), "galaxies": (1.0, 1.0)}
 
 
