@@ -16,6 +16,7 @@ defaults); the noise schedule comes from the priors (:class:`~galsep.inference.p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,9 +78,7 @@ def gaussian_start(obs: Observations, frozen: Mapping[int, Prior], *, schedule: 
     Returns:
         the priors of every source (learned ones Gaussian) and the samples (N, K, *S).
     """
-    D = 1
-    for n in obs.shape:
-        D *= n
+    D = math.prod(obs.shape)
     start: list[torch.nn.Module] = [
         frozen[k] if k in frozen else LowRankGaussian.standard(D, rank, device=obs.y.device)
         for k in range(len(obs.sources))

@@ -8,6 +8,7 @@ M-step refits each prior by probabilistic PCA (Tipping & Bishop 1999).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Unpack
 
@@ -165,9 +166,7 @@ def gaussian_em(y: Tensor, operators: Sequence[Operator], noise_var: Tensor, *, 
         the final priors and the last E-step's samples (B, K, *S).
     """
     K = len(operators)
-    D = 1
-    for n in shape:
-        D *= n
+    D = math.prod(shape)
     ranks = [rank] * K if isinstance(rank, int) else list(rank)
     if priors is None:
         priors = [LowRankGaussian.standard(D, r, dtype=y.dtype, device=y.device) for r in ranks]

@@ -14,6 +14,7 @@ everything is plain tensors, dicts, lists, strings and numbers, so it loads with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,8 @@ def build_denoiser(network: Mapping[str, Any], shape: Sequence[int]) -> EDMDenoi
             emb_features=network["emb_features"], dropout=network["dropout"],
         )
     elif "hidden" in network:
-        features = 1
-        for n in shape:
-            features *= int(n)
-        net = MLP(features, hidden=tuple(network["hidden"]), emb_features=network["emb_features"],
-                  dropout=network["dropout"])
+        net = MLP(math.prod(int(n) for n in shape), hidden=tuple(network["hidden"]),
+                  emb_features=network["emb_features"], dropout=network["dropout"])
     else:
         raise ConfigError(f"network settings {sorted(network)} name neither a U-Net (channels) nor an MLP (hidden)")
     return EDMDenoiser(net)
