@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = ["TARGET_COUNT_SLOPE", "INTERLOPER_COUNT_SLOPE", "STAR_COUNT_SLOPE", "DISK_HLR_AT_20", "DISK_HLR_SLOPE",
            "DISK_HLR_SCATTER", "Galaxies", "Stars", "CosmicRays", "flux_of", "power_law_magnitudes", "galaxies",
-           "stars", "cosmic_rays", "hot_pixels"]
+           "close_pairs", "stars", "cosmic_rays", "hot_pixels"]
 
 # COSMOS F814W galaxy counts rise as d log N / dm ~ 0.33 at I = 20-24 and flatten fainter
 # (Leauthaud et al. 2007); the star counts at b = 42 deg are much flatter.
@@ -114,6 +114,39 @@ def galaxies(
     q = np.sqrt(cos_i**2 + thickness**2 * (1 - cos_i**2))
     beta = rng.uniform(0, np.pi, size=n)
     return Galaxies(x, y, mag, flux_of(mag, zeropoint), disk_hlr, bulge_hlr, bulge_fraction, q, beta)
+
+
+def close_pairs(
+    rng: np.random.Generator,
+    x: np.ndarray,
+    y: np.ndarray,
+    fraction: float,
+    separation: tuple[float, float],
+    box: tuple[float, float, float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Make a ``fraction`` of the galaxies at (x, y) (N,) members of close pairs; return new (x, y).
+
+    round(fraction N / 2) companions, drawn at random, move to a separation ~ U(``separation``)
+    [pixels] at a uniform angle from an anchor drawn among the others; where that falls outside
+    ``box`` the angle turns by quarter turns until it fits (the box's corner if none does). The
+    anchors stay; every galaxy keeps its magnitude and shape, so the magnitudes keep their counts.
+    """
+    n = len(x)
+    pairs = min(int(round(fraction * n / 2)), n // 2)
+    if pairs == 0:
+        return x, y
+    order = rng.permutation(n)
+    anchors, companions = order[:pairs], order[pairs : 2 * pairs]
+    sep = rng.uniform(*separation, size=pairs)
+    phi = rng.uniform(0, 2 * np.pi, size=pairs)
+    x, y = np.array(x, dtype=np.float64), np.array(y, dtype=np.float64)
+    for a, c, s, p in zip(anchors, companions, sep, phi, strict=True):
+        for turn in range(4):
+            nx, ny = x[a] + s * np.cos(p + turn * np.pi / 2), y[a] + s * np.sin(p + turn * np.pi / 2)
+            if box[0] <= nx <= box[1] and box[2] <= ny <= box[3]:
+                break
+        x[c], y[c] = np.clip(nx, box[0], box[1]), np.clip(ny, box[2], box[3])
+    return x, y
 
 
 def stars(

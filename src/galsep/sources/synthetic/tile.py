@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,10 @@ from galsep.data.noise import inverse_variance, noise_parameters
 from galsep.errors import ConfigError
 from galsep.io import atomic_path
 from galsep.seeding import numpy_generator
-from galsep.sources.synthetic import observe, population, render
+from galsep.sources.synthetic import cosmos, observe, population, render
 from galsep.sources.synthetic.psf import hst_psf
 
-__all__ = ["TARGET_HLR_RANGE", "INTERLOPER_HLR_RANGE", "OUTSIDE", "Rendered", "centroid", "make_tile"]
+__all__ = ["TARGET_HLR_RANGE", "INTERLOPER_HLR_RANGE", "OUTSIDE", "Rendered", "centroid", "neighbours", "make_tile"]
 
 TARGET_HLR_RANGE = (0.06, 1.5)  # clip of disk half-light radii [arcsec]
 INTERLOPER_HLR_RANGE = (0.03, 1.0)
@@ -47,17 +47,36 @@ class Rendered:
 
 
 def _draw_galaxies(
-    gals: population.Galaxies, psf: galsim.GSObject, shape: tuple[int, int], scale: float
+    profiles: Iterable[tuple[galsim.GSObject, int, float | None]],
+    x: np.ndarray,
+    y: np.ndarray,
+    psf: galsim.GSObject,
+    shape: tuple[int, int],
+    scale: float,
 ) -> tuple[np.ndarray, list[tuple[np.ndarray, int, int]]]:
+    """Draw galaxies (profile before the PSF, stamp half-size, flux the stamp must hold or None) at (x, y)."""
     canvas = np.zeros(shape, dtype=np.float64)
     stamps = []
-    for i in range(len(gals)):
-        profile = galsim.Convolve(render.galaxy_profile(gals, i), psf)
-        stamp, x0, y0 = render.draw(
-            profile, gals.x[i], gals.y[i], render.galaxy_half_size(gals, i, scale), scale
-        )
+    for (profile, half, flux), xi, yi in zip(profiles, x, y, strict=True):
+        stamp, x0, y0 = render.draw(galsim.Convolve(profile, psf), xi, yi, half, scale)
+        if flux is not None and stamp.sum(dtype=np.float64) > 0:
+            # the stamp holds exactly the population's flux (cosmos: PSF wings and sub-threshold light)
+            stamp = (stamp * (flux / stamp.sum(dtype=np.float64))).astype(np.float32)
         stamps.append(render.paste(canvas, stamp, x0, y0))
     return canvas.astype(np.float32), stamps
+
+
+def _parametric(gals: population.Galaxies, scale: float) -> Iterator[tuple[galsim.GSObject, int, float | None]]:
+    for i in range(len(gals)):
+        yield render.galaxy_profile(gals, i), render.galaxy_half_size(gals, i, scale), None
+
+
+def _real(
+    sample: cosmos.CosmosSample, real: cosmos.RealGalaxies, gals: population.Galaxies, scale: float
+) -> Iterator[tuple[galsim.GSObject, int, float | None]]:
+    for i in range(len(gals)):
+        flux = float(gals.flux[i])
+        yield sample.profile(real, i, flux), sample.half_size(real, i, scale), flux
 
 
 def _draw_stars(
@@ -127,6 +146,8 @@ def make_tile(
         raise ConfigError(f"synthetic.tile_size = {n} leaves no room for targets {margin} pixels from the edges")
     inside = (margin, n - 1 - margin, margin, n - 1 - margin)
     around = (-OUTSIDE, n - 1 + OUTSIDE, -OUTSIDE, n - 1 + OUTSIDE)
+    kind = str(params.get("galaxies", "parametric"))
+    sample = _cosmos_sample(params) if kind == "cosmos" else None
     targets = population.galaxies(
         rng,
         n_targets,
@@ -136,6 +157,15 @@ def make_tile(
         inside,
         TARGET_HLR_RANGE,
     )
+    pair_fraction = float(params.get("close_pair_fraction", 0.0))
+    if pair_fraction > 0:
+        # an own stream, so that close pairs move targets and nothing else of the field
+        lo, hi = (float(v) / scale for v in params.get("close_pair_separation", (0.3, 1.0)))
+        x, y = population.close_pairs(
+            numpy_generator(seed, "synthetic", "tile", index, "pairs"),
+            targets.x, targets.y, pair_fraction, (lo, hi), inside,
+        )
+        targets = replace(targets, x=x, y=y)
     interlopers = population.galaxies(
         rng,
         int(rng.poisson(float(params["interloper_density"]) * n_targets)),
@@ -157,10 +187,21 @@ def make_tile(
     )
     hot = population.hot_pixels(rng, float(params["hot_pixel_rate"]), covered)
 
-    target_img, stamps = _draw_galaxies(targets, psf, shape, scale)
+    if sample is None:
+        target_profiles, interloper_profiles = _parametric(targets, scale), _parametric(interlopers, scale)
+        real_targets = None
+    else:
+        # positions and magnitudes are the parametric field's (same stream); which real galaxy and its
+        # rotation come from an own stream, so both kinds of field share everything but the morphologies
+        pick_rng = numpy_generator(seed, "synthetic", "tile", index, "cosmos")
+        real_targets = cosmos.pick(pick_rng, targets.mag, sample.mags)
+        real_interlopers = cosmos.pick(pick_rng, interlopers.mag, sample.mags)
+        target_profiles = _real(sample, real_targets, targets, scale)
+        interloper_profiles = _real(sample, real_interlopers, interlopers, scale)
+    target_img, stamps = _draw_galaxies(target_profiles, targets.x, targets.y, psf, shape, scale)
     light = Rendered(
         targets=target_img,
-        interlopers=_draw_galaxies(interlopers, psf, shape, scale)[0],
+        interlopers=_draw_galaxies(interloper_profiles, interlopers.x, interlopers.y, psf, shape, scale)[0],
         stars=_draw_stars(stars, psf, shape, scale),
         cosmic_rays=render.cosmic_ray_image(rays, shape).astype(np.float32),
         hot_pixels=hot.astype(np.float32),
@@ -177,19 +218,66 @@ def make_tile(
     centres = np.array([centroid(*s) for s in stamps]).reshape(-1, 2)
     ra, dec = wcs.wcs_pix2world(centres[:, 0], centres[:, 1], 0)
 
+    columns: dict[str, tuple[np.ndarray, u.UnitBase | None, str | None]]
+    if sample is None or real_targets is None:
+        columns = {
+            "half_light_radius": (
+                render.composite_half_light_radius(targets), u.arcsec,
+                "circularised half-light radius of bulge + disk, before the PSF",
+            ),
+            "ellipticity": (1 - targets.q, None, "1 - b/a"),
+            "position_angle": (_sky_position_angle(wcs, targets.beta), u.deg, "major axis, east of north"),
+            "bulge_fraction": (targets.bulge_fraction, None, "bulge share of the flux (B/T)"),
+        }
+    else:
+        hlr, q, beta = sample.shapes(real_targets)
+        columns = {
+            "half_light_radius": (
+                hlr, u.arcsec,
+                "circularised half-light radius measured on the cleaned HST image (its own PSF in, the tile's not)",
+            ),
+            "ellipticity": (1 - q, None, "1 - b/a from the second moments of the cleaned HST image"),
+            "position_angle": (_sky_position_angle(wcs, beta), u.deg, "major axis, east of north"),
+            "cosmos_ident": (
+                sample.ident[real_targets.index], None, "IDENT of the RealGalaxyCatalog galaxy drawn"
+            ),
+        }
+    distance, nearest = neighbours(centres)
+    columns["neighbour_distance"] = (
+        distance * scale, u.arcsec, "distance to the nearest other catalogued target of the tile (inf if none)"
+    )
+    columns["neighbour_mag"] = (
+        np.where(nearest >= 0, targets.mag[np.maximum(nearest, 0)], np.nan), u.mag,
+        "F814W AB magnitude of that nearest target (NaN if none)",
+    )
+
     _write_fits(tile_path, header, wcs, sci, wht)
     _write_truth(truth_path, noiseless, noise, light, ids, zp, scale)
-    _write_targets(
-        targets_path,
-        tile,
-        ids,
-        ra,
-        dec,
-        targets,
-        render.composite_half_light_radius(targets),
-        _sky_position_angle(wcs, targets.beta),
-        zp,
-    )
+    _write_targets(targets_path, tile, ids, ra, dec, targets, columns, zp)
+
+
+def _cosmos_sample(params: Mapping[str, Any]) -> cosmos.CosmosSample:
+    directory = params.get("cosmos_dir")
+    if not directory:
+        raise ConfigError(
+            "synthetic.galaxies = cosmos needs synthetic.cosmos_dir: the folder of a GalSim RealGalaxyCatalog"
+            " (`galsim_download_cosmos -s 23.5`, or ../shared/data/cosmos_real_galaxies for the small sample)"
+        )
+    return cosmos.CosmosSample(cosmos.open_catalogue(directory, params.get("cosmos_catalog")))
+
+
+def neighbours(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance [pixels] from each of the (N, 2) centres to the nearest other one and its index.
+
+    Returns (N,) float64 distances (inf when N = 1) and (N,) int64 indices (-1 when none).
+    """
+    n = len(centres)
+    if n < 2:
+        return np.full(n, np.inf), np.full(n, -1, dtype=np.int64)
+    d = np.linalg.norm(centres[:, None, :] - centres[None, :, :], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    nearest = np.argmin(d, axis=1).astype(np.int64)
+    return d[np.arange(n), nearest], nearest
 
 
 def _write_fits(path: str | Path, primary: fits.Header, wcs: WCS, sci: np.ndarray, wht: np.ndarray) -> None:
@@ -241,10 +329,10 @@ def _write_targets(
     ra: np.ndarray,
     dec: np.ndarray,
     gals: population.Galaxies,
-    hlr: np.ndarray,
-    pa: np.ndarray,
+    columns: Mapping[str, tuple[np.ndarray, u.UnitBase | None, str | None]],
     zp: float,
 ) -> None:
+    """Write the targets ECSV: ids, positions, photometry, then ``columns`` (values, unit, description)."""
     t = Table(meta={"source": "galsep synthetic COSMOS field", "zeropoint_ab": zp})
     t["object_id"] = ids.astype(np.int64)
     t["ra"] = np.asarray(ra, dtype=np.float64) * u.deg
@@ -253,13 +341,9 @@ def _write_targets(
     t["mag"] = gals.mag * u.mag
     t["mag"].description = "F814W AB magnitude"
     t["flux"] = gals.flux * (u.electron / u.s)
-    t["half_light_radius"] = hlr * u.arcsec
-    t["half_light_radius"].description = "circularised half-light radius of bulge + disk, before the PSF"
-    t["ellipticity"] = 1 - gals.q
-    t["ellipticity"].description = "1 - b/a"
-    t["position_angle"] = pa * u.deg
-    t["position_angle"].description = "major axis, east of north"
-    t["bulge_fraction"] = gals.bulge_fraction
-    t["bulge_fraction"].description = "bulge share of the flux (B/T)"
+    for name, (values, unit, description) in columns.items():
+        t[name] = values if unit is None else values * unit
+        if description is not None:
+            t[name].description = description
     with atomic_path(path) as tmp:
         t.write(tmp, format="ascii.ecsv")
