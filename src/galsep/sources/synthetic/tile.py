@@ -161,6 +161,11 @@ def make_tile(
     if pair_fraction > 0:
         # an own stream, so that close pairs move targets and nothing else of the field
         lo, hi = (float(v) / scale for v in params.get("close_pair_separation", (0.3, 1.0)))
+        if not 0 <= lo <= hi:
+            raise ConfigError(
+                f"synthetic.close_pair_separation = {params.get('close_pair_separation')} must be [low, high]"
+                " arcsec with 0 <= low <= high"
+            )
         x, y = population.close_pairs(
             numpy_generator(seed, "synthetic", "tile", index, "pairs"),
             targets.x, targets.y, pair_fraction, (lo, hi), inside,
