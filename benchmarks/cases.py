@@ -21,7 +21,8 @@ What :func:`measure` reports for a case with B observations, K sources of shape 
   A draw's FLOPs are N_fwd F_fwd + N_vjp F_vjp over its counted passes; achieved GFLOP/s = that / T.
 - fp32 peak: the best of 5 timed n x n float32 matmuls (2 n^3 FLOPs each) in the same process and
   thread setting; bf16 runs also time a bfloat16 matmul. On CUDA the float32 matmul follows
-  ``torch.backends.cuda.matmul.allow_tf32`` (off by default: true fp32), reported beside it.
+  ``torch.backends.cuda.matmul.allow_tf32`` (off by default: true fp32) while cuDNN convolutions use
+  TF32 unless ``torch.backends.cudnn.allow_tf32`` is off (on by default); both are reported.
 - training: ``train_denoiser`` on the case's network (a fresh one, train mode) for ``train_steps`` steps
   after a 1-step warm-up, median over ``repeats``; each call builds its optimiser and EMA copy as an
   EM lap does. FLOPs of one step = one loss and its backward (the optimiser's elementwise work is not
@@ -494,7 +495,9 @@ def measure(case: Case, device: torch.device, *, bf16: bool, repeats: int, matmu
         "threads": torch.get_num_threads(), "torch": torch.__version__,
     }
     if device.type == "cuda":
-        res["allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+        # the fp32 peak is a matmul under matmul.allow_tf32 (off by default: true fp32), while cuDNN
+        # convolutions take TF32 by default (cudnn.allow_tf32), so a U-Net can pass that "peak"
+        res["allow_tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
     if bf16:
         res["bf16_peak_gflops"] = round(matmul_gflops(device, torch.bfloat16, matmul_size), 2)
     return res
