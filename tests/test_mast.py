@@ -1,9 +1,12 @@
 """The real-data source (galsep.sources.mast), offline: MAST and VizieR replayed from recorded responses.
 
 Like astroquery's own tests, the request layer is patched (``PortalAPI._request`` for the MAST portal,
-``requests.Session.request`` for VizieR) and serves the files in ``tests/data/mast``; downloads go to
-a fake HTTP server that serves a generated drizzled tile with a real ACS-like header and can drop the
-connection or be unreachable. The settings are the ``mast:`` defaults of the config schema, filled in
+``requests.Session.request`` or the transport adapter for VizieR) and serves the files in
+``tests/data/mast``; downloads go to a fake HTTP server that serves a generated drizzled tile with a
+real ACS-like header and can drop the connection or be unreachable. The network faults run the real
+request stack down to the socket: no name resolution, refused connections, connections that get no
+answer (the socket's connect patched: a firewall cannot be made locally), and a real local server
+that accepts and never answers (read timeouts). The settings are the ``mast:`` defaults of the config schema, filled in
 by Snakemake's ``validate`` as in the workflow. Live tests are marked ``remote_data`` and skipped by
 default.
 """
@@ -56,6 +59,16 @@ def validated(mast: dict | None) -> dict:
         config["mast"] = copy.deepcopy(mast)
     validate(config, str(SCHEMA))
     return config["mast"]
+
+
+@pytest.fixture(autouse=True)
+def no_astroquery_cache():
+    """astroquery caches answers (VizieR's) in the user's cache for a week: a replayed answer would be
+    served to every later test, which then never reaches the patched request layer."""
+    from astroquery import cache_conf
+
+    with cache_conf.set_temp("cache_active", False):
+        yield
 
 
 DEFAULTS = validated({})
@@ -663,13 +676,14 @@ def test_no_network_query_fails_at_once_naming_host_and_fix(tmp_path, no_network
 
 
 def test_transient_download_failures_are_retried_with_backoff(tmp_path, drz_bytes, sleeps):
-    """A connect timeout, a reset connection, HTTP 503 and a stream cut mid-transfer are retried
-    (10, 20, 40, 80 s); the host vanishing after the first attempt too (the network was there)."""
+    """A reset connection, a connect timeout after it, HTTP 503 and a stream cut mid-transfer are retried
+    (10, 20, 40, 80 s); the host vanishing after the first attempt too (the network was there). A
+    connect timeout on the first attempt is a firewall, not a transient failure (see below)."""
     import socket
 
     failures = [
-        requests.exceptions.ConnectTimeout("Connection to mast.stsci.edu timed out. (connect timeout=300)"),
         requests.exceptions.ConnectionError(ConnectionResetError(104, "Connection reset by peer")),
+        requests.exceptions.ConnectTimeout("Connection to mast.stsci.edu timed out. (connect timeout=10)"),
         FakeResponse(503),
         requests.exceptions.ConnectionError(socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")),
     ]
@@ -761,3 +775,193 @@ def test_download_onto_a_full_disk_names_free_and_needed(tmp_path, drz_bytes, sl
     assert ".j8pu01010_drz.fits.part" in message and "free" in message
     assert f"needed {len(drz_bytes) / 1024:.1f} KiB" in message
     assert sleeps == [] and not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# VizieR offline, firewalled nodes (connections that get no answer), read timeouts (issue 18 item 1)
+
+
+def _targets_cli(tmp_path: Path, cli, timeout: float = 600.0) -> tuple[int, str]:
+    """The targets stage with ``mast.gzh.source: vizier`` (its command line, as the rule runs it)."""
+    tile = _tile(tmp_path / "j8pu01010.fits", (60, 60), 150.1, 2.2, 0.0)
+    params = {"gzh": {**DEFAULTS["gzh"], "source": "vizier"}, "edge_margin": 64, "timeout": timeout}
+    return cli("targets", params, "--tiles", str(tile), "--out", str(tmp_path / "targets.ecsv"))
+
+
+def test_no_network_vizier_fails_at_once_naming_host_and_fix(tmp_path, no_network, sleeps, cli):
+    start = time.monotonic()
+    status, err = _targets_cli(tmp_path, cli)
+    assert time.monotonic() - start < 5
+    assert status == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    host = "vizier.cds.unistra.fr"  # astroquery.vizier.conf.server's first mirror
+    assert f"galsep.sources.mast targets: cannot reach VizieR at {host} to fetch VizieR catalogue" in err
+    assert "mast.gzh.source: files" in err and "source: synthetic" in err
+    assert no_network == [host] and sleeps == []  # one attempt, no backoff
+    assert not (tmp_path / "targets.ecsv").exists()
+
+
+@pytest.fixture
+def firewalled(monkeypatch) -> list[float | None]:
+    """A node whose firewall drops outgoing connections: names resolve, but a connection request gets
+    no answer, so the socket's connect ends in a timeout (raised at once, without waiting the timeout
+    out). Returns the connect timeout of every attempt."""
+    import socket
+
+    timeouts: list[float | None] = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        return real("192.0.2.1", port, socket.AF_INET, socket.SOCK_STREAM)  # TEST-NET-1, never contacted
+
+    def connect(self, address):
+        timeouts.append(self.gettimeout())
+        raise TimeoutError("timed out")  # what the kernel's connect gives after `timeout` seconds unanswered
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return timeouts
+
+
+@pytest.mark.parametrize("stage", ["query", "download", "targets"])
+def test_firewalled_node_fails_after_one_short_connect(tmp_path, firewalled, sleeps, cli, monkeypatch, stage):
+    """A connection that gets no answer waits 10 s (CONNECT_TIMEOUT, not the 300-600 s read timeout),
+    once: the user reads one line naming the host, the firewall and the fix within ~10 s, not after
+    the retries' 5 minutes."""
+    from galsep.sources.mast.errors import CONNECT_TIMEOUT
+
+    monkeypatch.setattr(discovery_portal.PortalAPI, "_column_configs", {})
+    if stage == "query":
+        status, err = cli("query", {**DEFAULTS, "timeout": 600.0}, "--out", str(tmp_path / "p.ecsv"))
+        host = "mast.stsci.edu"
+    elif stage == "download":
+        params = {**DEFAULTS["download"], "uri": URI, "size": -1, "cache_dir": str(tmp_path / "c")}
+        status, err = cli("download", params, "--out", str(tmp_path / "t.fits"))
+        host = "mast.stsci.edu"
+    else:
+        status, err = _targets_cli(tmp_path, cli)
+        host = "vizier.cds.unistra.fr"
+    assert status == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"cannot reach {'VizieR' if stage == 'targets' else 'MAST'} at {host}" in err
+    assert f"no answer within {CONNECT_TIMEOUT:g} s (a firewall may be dropping it" in err
+    assert CONNECT_TIMEOUT == 10.0 and firewalled == [CONNECT_TIMEOUT]  # one attempt of 10 s
+    assert sleeps == []
+
+
+class SilentServer:
+    """A real HTTP server on 127.0.0.1 that accepts every connection; the first ``silent`` requests get
+    no answer (the client's read times out), the later ones ``body``."""
+
+    def __init__(self, body: bytes, silent: int) -> None:
+        import socket
+        import threading
+
+        self.body, self.silent, self.requests = body, silent, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held: list = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                request += chunk
+            self.requests += 1
+            if self.requests <= self.silent:
+                self.held.append(conn)  # accepted, read, never answered
+                continue
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(self.body)}\r\nConnection: close\r\n\r\n"
+            conn.sendall(head.encode() + self.body)
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def silent_server(drz_bytes):
+    servers: list[SilentServer] = []
+
+    def start(silent: int) -> SilentServer:
+        servers.append(SilentServer(drz_bytes, silent))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_read_timeouts_of_a_server_that_never_answers_are_retried(tmp_path, drz_bytes, sleeps, silent_server):
+    """A host that accepts the connection but never answers is transient: retried with backoff, and
+    the tile arrives when it answers again."""
+    server = silent_server(silent=2)
+    base = f"http://127.0.0.1:{server.port}/api/v0.1/Download/file"
+    out = tmp_path / "t.fits"
+    download.download_tile(URI, out, cache_dir=tmp_path / "cache", base_url=base, timeout=0.3)
+    assert out.read_bytes() == drz_bytes
+    assert server.requests == 3 and sleeps == [10.0, 20.0]
+
+
+def test_a_server_that_never_answers_gives_up_after_the_retries(tmp_path, sleeps, silent_server):
+    server = silent_server(silent=10)
+    base = f"http://127.0.0.1:{server.port}/api/v0.1/Download/file"
+    with pytest.raises(MastError) as info:
+        download.download_tile(URI, tmp_path / "t.fits", cache_dir=tmp_path / "cache", base_url=base, timeout=0.3,
+                               retries=2)
+    message = str(info.value)
+    assert "after 3 attempts" in message and "ReadTimeout" in message and "read timeout=0.3" in message
+    assert server.requests == 3 and sleeps == [10.0, 20.0] and not (tmp_path / "t.fits").exists()
+
+
+def test_transient_vizier_failures_are_retried_then_succeed(tmp_path, sleeps, monkeypatch):
+    """VizieR's request, at the transport adapter (under the session, its hooks and timeouts): a read
+    timeout and HTTP 503 are retried (10, 20 s), then the catalogue is read; every request was sent
+    with the 10 s connect timeout and the stage's read timeout."""
+    from requests.adapters import HTTPAdapter
+
+    sent: list = []
+
+    def response(status: int, body: bytes, request) -> requests.Response:
+        r = requests.Response()
+        r.status_code, r._content, r.url, r.request = status, body, request.url, request
+        return r
+
+    def send(self, request, stream=False, timeout=None, **kwargs):
+        sent.append(timeout)
+        if len(sent) == 1:
+            raise requests.exceptions.ReadTimeout("Read timed out. (read timeout=600)", request=request)
+        if len(sent) == 2:
+            return response(503, b"<html>Service Unavailable</html>", request)
+        return response(200, (DATA / "gzh_vizier.vot").read_bytes(), request)
+
+    monkeypatch.setattr(HTTPAdapter, "send", send)
+    tile = _tile(tmp_path / "j8pu01010.fits", (400, 400), 150.1, 2.2, 12.0)
+    cols = dataclasses.replace(COLUMNS, mag="MAG_BEST_HI")
+    t = targets.write_targets([tile], tmp_path / "targets.ecsv", cols, vizier="J/MNRAS/464/4176", timeout=600.0)
+    assert list(t["catalogue_id"]) == ["AHZ2000001", "AHZ2000002", "AHZ2000004"]
+    assert sent == [(10.0, 600.0)] * 3 and sleeps == [10.0, 20.0]
+
+
+def test_vizier_refusal_is_not_retried(tmp_path, sleeps, monkeypatch):
+    from requests.adapters import HTTPAdapter
+
+    def send(self, request, **kwargs):
+        r = requests.Response()
+        r.status_code, r._content, r.url, r.request = 404, b"no such catalogue", request.url, request
+        return r
+
+    monkeypatch.setattr(HTTPAdapter, "send", send)
+    with pytest.raises(MastError) as info:
+        targets.read_catalogue_vizier("J/NOPE/1/2", "OBJID")
+    assert "VizieR refused to fetch VizieR catalogue J/NOPE/1/2 (HTTP 404" in str(info.value)
+    assert "mast.gzh.vizier_catalog" in str(info.value) and sleeps == []

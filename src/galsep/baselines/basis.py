@@ -40,6 +40,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from galsep.inference.memory import run_chunked
 from galsep.inference.mmps import Denoiser, Operator
 from galsep.inference.samplers import _progress, langevin_step
 from galsep.inference.schedule import VESchedule
@@ -73,7 +74,8 @@ def basis_sample(denoisers: Sequence[Denoiser], operators: Sequence[Operator], y
         steps_per_level: Langevin steps at each level (the paper's T).
         step_size: the paper's delta; eta_i = delta sigma_i^2 / sigma_min^2 (see the module docstring).
         generator: seeds the initial state and the Langevin noise; lives on y's device.
-        batch_size: observations per chunk (memory); None = all at once.
+        batch_size: observations per chunk (memory); None = all at once. A chunk that runs out of CUDA
+            memory is retried in halves; without that the chunks, and so the draws, are a plain loop's.
         progress: tqdm bar over levels, per chunk.
         init: initial state (N, K, *S); default Uniform(-sigma_max, sigma_max).
     Returns:
@@ -93,28 +95,30 @@ def basis_sample(denoisers: Sequence[Denoiser], operators: Sequence[Operator], y
     sigmas = basis_levels(sigma_max, sigma_min, levels)
     tau = step_size / sigma_min**2
     chunk = N if batch_size is None else batch_size
-    out = []
-    with torch.no_grad():
-        for start in range(0, N, chunk):
-            idx = slice(start, min(start + chunk, N))
-            ops, yc, var = [A[idx] for A in operators], y[idx], noise_var[idx]
-            n = yc.shape[0]
-            if init is None:
-                u = torch.rand((n, K, *S), generator=generator, device=y.device, dtype=y.dtype)
-                x = sigma_max * (2 * u - 1)
-            else:
-                x = init[idx].to(y.dtype).clone()
-            for sigma in _progress(sigmas, progress, len(sigmas)):
-                s = torch.full((n,), sigma, device=y.device, dtype=y.dtype)
-                inv_gamma2 = 1 / (sigma**2 + var)
-                eta = tau * sigma**2
-                for _ in range(steps_per_level):
-                    # the likelihood gradient is taken at the current state, before any source moves
-                    r = (yc - sum(A(x[:, k]) for k, A in enumerate(ops))) * inv_gamma2
-                    x = torch.stack([langevin_step(D, x[:, k], s, tau, generator) + eta * A.T(r)
-                                     for k, (D, A) in enumerate(zip(denoisers, ops, strict=True))], 1)
-            if not torch.isfinite(x).all():
-                raise FloatingPointError(f"BASIS diverged (non-finite state); step_size {step_size:g} "
-                                         f"(tau = {tau:g}) is too large")
-            out.append(x)
+
+    @torch.no_grad()
+    def run(idx: slice) -> Tensor:
+        ops, yc, var = [A[idx] for A in operators], y[idx], noise_var[idx]
+        n = yc.shape[0]
+        if init is None:
+            u = torch.rand((n, K, *S), generator=generator, device=y.device, dtype=y.dtype)
+            x = sigma_max * (2 * u - 1)
+        else:
+            x = init[idx].to(y.dtype).clone()
+        for sigma in _progress(sigmas, progress, len(sigmas)):
+            s = torch.full((n,), sigma, device=y.device, dtype=y.dtype)
+            inv_gamma2 = 1 / (sigma**2 + var)
+            eta = tau * sigma**2
+            for _ in range(steps_per_level):
+                # the likelihood gradient is taken at the current state, before any source moves
+                r = (yc - sum(A(x[:, k]) for k, A in enumerate(ops))) * inv_gamma2
+                x = torch.stack([langevin_step(D, x[:, k], s, tau, generator) + eta * A.T(r)
+                                 for k, (D, A) in enumerate(zip(denoisers, ops, strict=True))], 1)
+        if not torch.isfinite(x).all():
+            raise FloatingPointError(f"BASIS diverged (non-finite state); step_size {step_size:g} "
+                                     f"(tau = {tau:g}) is too large")
+        return x
+
+    # a chunk that runs out of CUDA memory is retried in halves (galsep.inference.memory)
+    out = run_chunked(N, chunk, run, what="sampling with BASIS")
     return torch.cat(out, 0)

@@ -33,6 +33,7 @@ from galsep.baselines.pcpca import (
 from galsep.data.operators import Index
 from galsep.errors import InputError
 from galsep.inference.gaussian import fit_ppca
+from galsep.inference.memory import run_chunked
 from galsep.inference.mmps import Operator
 from galsep.inference.training import batches
 
@@ -128,15 +129,17 @@ class CLVMLinear(nn.Module):
                          generator: torch.Generator | None = None, batch_size: int = 256) -> Tensor:
         """Exact joint posterior draws x_k = W_k z_k + mu_k, (N, *Sy) -> (N, samples, K, *S)."""
         _check(y, operators, variance, self.sources)
-        out = []
-        for s in range(0, y.shape[0], batch_size):
-            yb, ops, vb = y[s:s + batch_size], _rows(operators, slice(s, s + batch_size)), variance[s:s + batch_size]
+
+        def run(rows: slice) -> Tensor:
+            yb, ops, vb = y[rows], _rows(operators, rows), variance[rows]
             r, M = self._residual_and_loadings(yb, ops)
             z, chol = latent_posterior(r, M, precision(vb.flatten(1), _union_observed(yb, ops).flatten(1)))
             eps = standard_normal((yb.shape[0], M.shape[-1], samples), generator, chol)
             z = z[..., None] + torch.linalg.solve_triangular(chol.mT, eps, upper=True).to(z)
-            out.append(self._decode(z.mT))
-        return torch.cat(out)
+            return self._decode(z.mT)
+
+        # a chunk that runs out of CUDA memory is retried in halves (galsep.inference.memory)
+        return torch.cat(run_chunked(y.shape[0], batch_size, run, what="drawing from the linear CLVM's posterior"))
 
     def _decode(self, z: Tensor) -> Tensor:
         """z (..., sum L) -> x (..., K, *S)."""
@@ -190,7 +193,7 @@ def _adam(model: nn.Module, objective: Callable[[Tensor], Tensor], n: int, *, st
     device = next(model.parameters()).device
     it = batches(n, min(batch_size, n), generator)
     return maximise(model, lambda: objective(next(it).to(device)), steps=steps, lr=lr, lr_schedule="cosine",
-                    log=log)
+                    batch_size=min(batch_size, n), log=log)
 
 
 def mlp(features: int, out: int, hidden: int, layers: int, dropout: float) -> nn.Sequential:
@@ -277,13 +280,16 @@ class CLVMVAE(nn.Module):
         _check(y, operators, variance, self.sources)
         training = self.training
         self.eval()
-        out = []
-        for s in range(0, y.shape[0], batch_size):
-            sl = slice(s, s + batch_size)
-            mean, logvar = self.encode(y[sl], _rows(operators, sl), variance[sl])
+
+        def run(rows: slice) -> Tensor:
+            mean, logvar = self.encode(y[rows], _rows(operators, rows), variance[rows])
             eps = standard_normal((mean.shape[0], samples, mean.shape[1]), generator, mean)
-            out.append(self.decode(mean[:, None] + (0.5 * logvar[:, None]).exp() * eps))
-        self.train(training)
+            return self.decode(mean[:, None] + (0.5 * logvar[:, None]).exp() * eps)
+
+        try:  # a chunk that runs out of CUDA memory is retried in halves (galsep.inference.memory)
+            out = run_chunked(y.shape[0], batch_size, run, what="drawing from the CLVM-VAE's posterior")
+        finally:
+            self.train(training)
         return torch.cat(out)
 
     @torch.no_grad()

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from galsep.errors import ConfigError
+from galsep.inference.memory import batch_setting, fails_at_batch, run_chunked
 
 __all__ = ["NESNet", "NES", "check_full_resolution", "conv_block", "fit_nes"]
 
@@ -111,16 +112,21 @@ class NES:
     @torch.no_grad()
     def separate(self, y: Tensor, mask: Tensor, *, batch_size: int = 256,
                  factor: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """y, mask (N, H, W) -> (x_hat, b_hat), each (N, H, W); ``factor`` (N,) is checked to be all 1."""
+        """y, mask (N, H, W) -> (x_hat, b_hat), each (N, H, W); ``factor`` (N,) is checked to be all 1.
+
+        ``batch_size`` rows at a time, halved where CUDA runs out of memory (the network sees each row
+        alone, so the result does not depend on the chunks).
+        """
         check_full_resolution(factor)
         _check_images("y", y, mask)
-        xs, bs = [], []
-        for start in range(0, y.shape[0], batch_size):
-            yc, mc = y[start:start + batch_size] * mask[start:start + batch_size], mask[start:start + batch_size]
+
+        def run(rows: slice) -> Tensor:
+            yc, mc = y[rows] * mask[rows], mask[rows]
             m = self.net(yc, mc)
-            xs.append((1 - m) * yc)
-            bs.append(m * yc)
-        return torch.cat(xs), torch.cat(bs)
+            return torch.stack(((1 - m) * yc, m * yc))
+
+        parts = torch.cat(run_chunked(y.shape[0], batch_size, run, what="separating with NES"), 1)
+        return parts[0], parts[1]
 
     def state(self) -> dict[str, Any]:
         return {"channels": list(self.net.channels), "model": self.net.state_dict()}
@@ -204,17 +210,20 @@ def fit_nes(mixtures: Tensor, mixture_mask: Tensor, sources: Tensor, source_mask
             net = NESNet(channels).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         losses = []
-        for _ in range(steps):
+        for step in range(steps):
             j, k = draw(M, batch_size), draw(N, batch_size)
-            mask = mb[j] * my[k]
-            z, target = (b[j] + x_hat[k]) * mask, b[j] * mask
-            loss = ((net(z, mask) * z - target).abs() * mask).sum() / mask.sum().clamp_min(1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            with fails_at_batch(f"training NES (iteration {i}/{iterations}, step {step + 1}/{steps})", batch_size,
+                                "the batch_size of fit_nes"):
+                mask = mb[j] * my[k]
+                z, target = (b[j] + x_hat[k]) * mask, b[j] * mask
+                loss = ((net(z, mask) * z - target).abs() * mask).sum() / mask.sum().clamp_min(1)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
             opt.step()
             losses.append(loss.item())
         nes = NES(net)
-        x_hat, _ = nes.separate(y, my, batch_size=max(batch_size, 256))
+        with batch_setting(None):  # no setting sizes these chunks: batch_size is the training batch's
+            x_hat, _ = nes.separate(y, my, batch_size=max(batch_size, 256))
         tail = losses[-max(1, steps // 4):]
         record(i, sum(tail) / len(tail), start)
     return nes, history

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from galsep.data.operators import DenseOperator, PixelOperator
 from galsep.errors import ConfigError
+from galsep.inference.memory import fails_at_batch, run_chunked
 from galsep.inference.mmps import Operator
 from galsep.inference.training import batches, lr_factor
 
@@ -178,17 +179,20 @@ class PCPCA(nn.Module):
 
         x = mu + W z with z from its exact Gaussian posterior N(K^-1 M^T P r, K^-1); the prior has no
         isotropic term (the model is eq. 21's: all of x's variance lies in W's span), so neither has
-        the posterior.
+        the posterior. ``batch_size`` rows at a time, halved where CUDA runs out of memory.
         """
         check_shapes(y, variance)
-        out = []
-        for s in range(0, y.shape[0], batch_size):
-            yb, opb, vb = y[s:s + batch_size], op[s:s + batch_size], variance[s:s + batch_size]
+
+        def run(rows: slice) -> Tensor:
+            yb, opb, vb = y[rows], op[rows], variance[rows]
             r, M = self._residual_and_loadings(yb, opb)
             z, chol = latent_posterior(r, M, precision(vb.flatten(1), observed(opb, yb).flatten(1)))
             eps = standard_normal((yb.shape[0], self.latent, samples), generator, chol)
             z = z[..., None] + torch.linalg.solve_triangular(chol.mT, eps, upper=True).to(z)
-            out.append(self.mean + torch.einsum("dl,nls->nsd", self.factors, z))
+            return self.mean + torch.einsum("dl,nls->nsd", self.factors, z)
+
+        # a chunk that runs out of CUDA memory is retried in halves (galsep.inference.memory)
+        out = run_chunked(y.shape[0], batch_size, run, what="drawing from PCPCA's posterior")
         return torch.cat(out).reshape(y.shape[0], samples, *self.shape)
 
     @torch.no_grad()
@@ -243,18 +247,24 @@ def fill_factors(factors: Tensor, latent: int, scale: float, generator: torch.Ge
 
 
 def maximise(model: nn.Module, objective: Callable[[], Tensor], *, steps: int, lr: float, lr_schedule: str,
-             log: Callable[[int, float], None] | None = None) -> list[float]:
+             batch_size: int, log: Callable[[int, float], None] | None = None) -> list[float]:
     """Adam ascent on ``objective()`` (a fresh minibatch estimate per call): the values per step, with
-    ``log(step, value)`` after each. The model ends in eval mode."""
+    ``log(step, value)`` after each. The model ends in eval mode.
+
+    ``batch_size`` (the rows of a minibatch) is for the message of a step that runs out of CUDA memory:
+    :class:`~galsep.errors.OutOfMemoryError` naming it and the enclosing ``batch_setting``'s key (not
+    retried, see :func:`galsep.inference.memory.fails_at_batch`).
+    """
     trace: list[float] = []
     if steps > 0:
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(lr_schedule, steps))
         for step in range(steps):
-            value = objective()
-            opt.zero_grad(set_to_none=True)
-            (-value).backward()
+            with fails_at_batch(f"fitting (step {step + 1}/{steps})", batch_size, "the fit's batch_size"):
+                value = objective()
+                opt.zero_grad(set_to_none=True)
+                (-value).backward()
             opt.step()
             sched.step()
             trace.append(value.item())
@@ -307,4 +317,5 @@ def fit_pcpca(target_y: Tensor, target_op: Operator, target_var: Tensor, backgro
                 - gamma * nb / bb * model.log_likelihood(background_y[j], background_op[j],
                                                          background_var[j]).sum()) / (nt + nb)
 
-    return model, maximise(model, objective, steps=steps, lr=lr, lr_schedule="linear", log=log)
+    return model, maximise(model, objective, steps=steps, lr=lr, lr_schedule="linear", batch_size=max(bt, bb),
+                           log=log)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from galsep.baselines.nes import check_full_resolution, conv_block
 from galsep.errors import ConfigError
+from galsep.inference.memory import fails_at_batch, run_chunked
 from galsep.inference.training import EMA
 
 __all__ = ["SURF", "SURFNet", "fit_surf", "hybrid_teacher"]
@@ -129,12 +130,16 @@ class SURF:
         n = y.shape[0]
         ym = (mask * y).repeat_interleave(samples, 0)
         sm, mm = _sigma(variance, mask).repeat_interleave(samples, 0), mask.repeat_interleave(samples, 0)
-        out = []
-        for s in range(0, ym.shape[0], batch_size):
-            yb, sb, mb = ym[s:s + batch_size], sm[s:s + batch_size], mm[s:s + batch_size]
+
+        def run(rows: slice) -> Tensor:
+            yb, sb, mb = ym[rows], sm[rows], mm[rows]
             z = torch.randn(yb.shape, generator=generator, device=generator.device).to(yb)
             g = self.integrate(self.net, self.start(yb, mb, z), 0.0, steps, yb, sb, mb)
-            out.append(torch.stack((g, mb * (yb - g)), 1))
+            return torch.stack((g, mb * (yb - g)), 1)
+
+        # draws (rows x samples) in chunks of batch_size; a chunk that runs out of CUDA memory is retried
+        # in halves (galsep.inference.memory), drawing its starting noise again from the same generator
+        out = run_chunked(ym.shape[0], batch_size, run, what="drawing with SURF")
         return torch.cat(out).unflatten(0, (n, samples))
 
     def state(self) -> dict[str, Any]:
@@ -261,12 +266,14 @@ def fit_surf(y: Tensor, variance: Tensor, mask: Tensor, yr: Tensor, variance_r: 
         return z, sz, mz, reg(torch.stack((z, sz, mz), 1), torch.zeros(len(b), device=device))
 
     reg_losses = []
-    for _ in range(regression_steps):
+    for step in range(regression_steps):
         b, j = pick(N, batch_size), pick(M, batch_size)
-        z, sz, mz, f = noisier(b, j)
-        loss = _masked_mse(f, y[b], mz)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with fails_at_batch(f"training SURF's regression teacher (step {step + 1}/{regression_steps})", batch_size,
+                            "the batch_size of fit_surf"):
+            z, sz, mz, f = noisier(b, j)
+            loss = _masked_mse(f, y[b], mz)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         opt.step()
         reg_losses.append(loss.item())
     reg.eval().requires_grad_(False)
@@ -315,8 +322,8 @@ def fit_surf(y: Tensor, variance: Tensor, mask: Tensor, yr: Tensor, variance_r: 
                                       f"{entry['mse_student']:.4g}" if truth is not None else "")
                 + f" ({entry['seconds']:.0f}s)")
 
-    record(0)
-    for step in range(steps):
+    def student_step(step: int) -> Tensor:
+        """One student step's loss, its gradients taken (the optimiser step is the caller's)."""
         b = pick(N, batch_size)
         with torch.no_grad():
             # the hybrid teacher's galaxy samples on real mixtures
@@ -344,6 +351,12 @@ def fit_surf(y: Tensor, variance: Tensor, mask: Tensor, yr: Tensor, variance_r: 
         loss = _masked_mse(v, x1 - x0, mt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        return loss
+
+    record(0)
+    for step in range(steps):
+        with fails_at_batch(f"training SURF (step {step + 1}/{steps})", batch_size, "the batch_size of fit_surf"):
+            loss = student_step(step)
         opt.step()
         averaged.update(student)
         losses.append(loss.item())

@@ -13,6 +13,14 @@ A stage names that key, and learns the batch it ended up using, through :func:`b
     with batch_setting("posterior.sampler.batch_size") as batch:
         draws = ...  # any number of run_chunked calls, however deep
     log(f"posterior: {batch.describe()}")  # "batch 256" or "batch 256 -> 128 after CUDA out of memory"
+
+A method whose loops are set by another key (BASIS's ``methods.basis.batch_size``) or by none (the
+fixed draw batch of PCPCA, key ``None``) opens its own :func:`batch_setting` inside the stage's; what
+its calls used is passed up to the stage's record when the block ends, so the stage's log line shows it.
+
+Training is not retried (a smaller batch is a different run: other gradients, another sequence of
+batches drawn from the generator): :func:`fails_at_batch` turns out-of-memory in a training step into
+:class:`~galsep.errors.OutOfMemoryError` naming the batch and the key to lower.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ import torch
 
 from galsep.errors import OutOfMemoryError
 
-__all__ = ["OOM_ERRORS", "BatchRecord", "batch_setting", "free_memory", "oom_message", "run_chunked"]
+__all__ = ["OOM_ERRORS", "BatchRecord", "batch_setting", "current_key", "fails_at_batch", "free_memory", "oom_message",
+           "run_chunked"]
 
 T = TypeVar("T")
 
@@ -38,9 +47,12 @@ OOM_ERRORS: tuple[type[BaseException], ...] = (torch.OutOfMemoryError,)
 
 @dataclass
 class BatchRecord:
-    """The batch a stage asked for and the one it ended up using (None until a chunked call ran)."""
+    """The batch a stage asked for and the one it ended up using (None until a chunked call ran).
 
-    key: str
+    ``key`` is the config key that sets the batch, None where the batch is fixed in the code.
+    """
+
+    key: str | None
     requested: int | None = None
     used: int | None = None
     retries: int = 0
@@ -52,24 +64,35 @@ class BatchRecord:
             return f"batch {self.requested}"
         return f"batch {self.requested} -> {self.used} after CUDA out of memory"
 
+    def absorb(self, inner: BatchRecord) -> None:
+        """Take in what the chunked calls of a nested :func:`batch_setting` asked for and used (its batch
+        becomes this record's if this one ran no chunked call itself; its retries are always counted)."""
+        if self.requested is None:
+            self.requested, self.used = inner.requested, inner.used
+        self.retries += inner.retries
+
 
 _current: ContextVar[BatchRecord | None] = ContextVar("galsep_batch_record", default=None)
 
 
 @contextmanager
-def batch_setting(key: str) -> Iterator[BatchRecord]:
-    """Within the block, chunked calls name ``key`` (a config key, e.g. ``em.sampler.batch_size``) when
-    they run out of memory, record the batch they used, and start from the smallest batch that fit."""
+def batch_setting(key: str | None) -> Iterator[BatchRecord]:
+    """Within the block, chunked calls name ``key`` (a config key, e.g. ``em.sampler.batch_size``; None
+    where no key sets the batch) when they run out of memory, record the batch they used, and start from
+    the smallest batch that fit. Nested in another, its record is added to the outer one at the end."""
+    outer = _current.get()
     record = BatchRecord(key)
     token = _current.set(record)
     try:
         yield record
     finally:
         _current.reset(token)
+        if outer is not None:
+            outer.absorb(record)
 
 
-def current_key(default: str = "batch_size") -> str:
-    """The config key of the enclosing :func:`batch_setting`, else ``default``."""
+def current_key(default: str | None = "batch_size") -> str | None:
+    """The config key of the enclosing :func:`batch_setting` (None: no key sets the batch), else ``default``."""
     record = _current.get()
     return default if record is None else record.key
 
@@ -81,9 +104,27 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def oom_message(what: str, batch: int, key: str) -> str:
+def oom_message(what: str, batch: int, key: str | None) -> str:
+    """The one line of an out-of-memory failure: what ran, its batch, and the key to lower (if one sets it)."""
+    if key is None:  # even one row does not fit, and no setting makes the work smaller
+        return (f"CUDA out of memory {what} with batch {batch}: the device is full (other processes on it?); use"
+                " a device with more free memory, or set `device: cpu`")
     return (f"CUDA out of memory {what} with batch {batch}: set {key} lower (below {batch}), or use a device"
             " with more memory")
+
+
+@contextmanager
+def fails_at_batch(what: str, batch: int, default_key: str | None) -> Iterator[None]:
+    """Out-of-memory inside the block (a training step) raises :class:`~galsep.errors.OutOfMemoryError`
+    naming ``what``, ``batch`` and the key of the enclosing :func:`batch_setting` (else ``default_key``).
+
+    Not retried: a smaller batch is a different training run (its gradients, the batches drawn from the
+    generator and the steps per epoch all change).
+    """
+    try:
+        yield
+    except OOM_ERRORS as exc:
+        raise OutOfMemoryError(oom_message(what, batch, current_key(default_key))) from exc
 
 
 def run_chunked(n: int, batch: int, fn: Callable[[slice], T], *, what: str = "sampling",
@@ -95,14 +136,15 @@ def run_chunked(n: int, batch: int, fn: Callable[[slice], T], *, what: str = "sa
         batch: rows per chunk (>= 1).
         fn: the computation of one chunk of rows.
         what: what is computed, for the error message ("sampling").
-        key: the config key to lower; defaults to that of the enclosing :func:`batch_setting`.
+        key: the config key to lower; defaults to that of the enclosing :func:`batch_setting` (whose key
+            may be None: no setting).
     Raises:
         OutOfMemoryError: a chunk of a single row ran out of memory.
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     record = _current.get()
-    key = key or current_key("the sampler's batch_size")
+    setting = key or current_key("the sampler's batch_size")
     size = batch
     if record is not None:
         if record.requested is None:
@@ -117,7 +159,7 @@ def run_chunked(n: int, batch: int, fn: Callable[[slice], T], *, what: str = "sa
             out.append(fn(slice(start, stop)))
         except OOM_ERRORS as exc:
             if stop - start <= 1:
-                raise OutOfMemoryError(oom_message(what, stop - start, key)) from exc
+                raise OutOfMemoryError(oom_message(what, stop - start, setting)) from exc
             failed = True
         else:
             failed = False

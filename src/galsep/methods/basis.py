@@ -30,11 +30,14 @@ class BASIS(Method["Sequence[Prior]"]):
              generator: torch.Generator, progress: bool = False) -> Tensor:
         from galsep.baselines.basis import basis_sample
         from galsep.inference.em import schedule_of_priors
+        from galsep.inference.memory import batch_setting
 
         schedule = schedule_of_priors(model)
         rep = repeated(obs, samples)
-        draws = basis_sample(model, rep.operators(), rep.y, rep.variance, shape=rep.shape,
-                             sigma_max=schedule.sigma_max, sigma_min=schedule.sigma_min, levels=settings["levels"],
-                             steps_per_level=settings["steps_per_level"], step_size=settings["step_size"],
-                             generator=generator, batch_size=settings["batch_size"], progress=progress)
+        with batch_setting(f"methods.{self.name}.batch_size"):  # names it on CUDA out of memory
+            draws = basis_sample(model, rep.operators(), rep.y, rep.variance, shape=rep.shape,
+                                 sigma_max=schedule.sigma_max, sigma_min=schedule.sigma_min,
+                                 levels=settings["levels"], steps_per_level=settings["steps_per_level"],
+                                 step_size=settings["step_size"], generator=generator,
+                                 batch_size=settings["batch_size"], progress=progress)
         return unflatten(draws, len(obs), samples)

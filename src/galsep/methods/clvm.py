@@ -39,12 +39,14 @@ class _CLVM(Method[_M]):
 
     def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> _M:
         from galsep.baselines import clvm
+        from galsep.inference.memory import batch_setting
 
         e = data.everything
-        model, trace = getattr(clvm, self.fit_function)(
-            e.y, e.operators(), e.variance, shape=e.shape, latents=_latents(settings["latents"], e.sources),
-            steps=settings["steps"], lr=settings["lr"], batch_size=settings["batch_size"], generator=generator,
-            log=every_tenth(settings["steps"], self.name, log), **{k: settings[k] for k in self.extra_settings})
+        with batch_setting(f"methods.{self.name}.batch_size"):  # names it on CUDA out of memory
+            model, trace = getattr(clvm, self.fit_function)(
+                e.y, e.operators(), e.variance, shape=e.shape, latents=_latents(settings["latents"], e.sources),
+                steps=settings["steps"], lr=settings["lr"], batch_size=settings["batch_size"], generator=generator,
+                log=every_tenth(settings["steps"], self.name, log), **{k: settings[k] for k in self.extra_settings})
         model.trace = trace
         return cast("_M", model)
 
@@ -57,7 +59,10 @@ class _CLVM(Method[_M]):
              generator: torch.Generator, progress: bool = False) -> Tensor:
         import torch
 
-        with torch.no_grad():
+        from galsep.inference.memory import batch_setting
+
+        # a fixed batch, halved on CUDA out of memory: no setting to name
+        with torch.no_grad(), batch_setting(None):
             return model.sample_posterior(obs.y, obs.operators(), obs.variance, samples=samples, generator=generator)
 
     def sample_prior(self, model: _M, n: int, sources: int, *, generator: torch.Generator) -> Tensor:

@@ -30,15 +30,17 @@ class NES(Method["Model"]):
 
     def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> Model:
         from galsep.baselines.nes import fit_nes
+        from galsep.inference.memory import batch_setting
 
         t, b = data.target, data.background
         # full-resolution views carry masks; fit_nes rejects downsampled ones (whose masks are None) first
-        model, trace = fit_nes(
-            t.y, cast("Tensor", t.mask), b.y, cast("Tensor", b.mask), iterations=settings["iterations"],
-            steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
-            channels=settings["channels"], generator=generator,
-            log=lambda line: log(f"[{self.name}] {line}"), mixture_factor=t.factor, source_factor=b.factor,
-        )
+        with batch_setting(f"methods.{self.name}.batch_size"):  # names it on CUDA out of memory
+            model, trace = fit_nes(
+                t.y, cast("Tensor", t.mask), b.y, cast("Tensor", b.mask), iterations=settings["iterations"],
+                steps=settings["steps"], batch_size=settings["batch_size"], lr=settings["lr"],
+                channels=settings["channels"], generator=generator,
+                log=lambda line: log(f"[{self.name}] {line}"), mixture_factor=t.factor, source_factor=b.factor,
+            )
         model.trace = trace
         return model
 
@@ -53,7 +55,10 @@ class NES(Method["Model"]):
              generator: torch.Generator, progress: bool = False) -> Tensor:
         import torch
 
-        with torch.no_grad():
+        from galsep.inference.memory import batch_setting
+
+        # a fixed batch, halved on CUDA out of memory: no setting to name
+        with torch.no_grad(), batch_setting(None):
             # full-resolution views carry masks; separate rejects downsampled ones (masks None) first
             galaxy, random = model.separate(obs.y, cast("Tensor", obs.mask), factor=obs.factor)
         return torch.stack([galaxy, random], 1)[:, None]

@@ -29,14 +29,16 @@ class PCPCA(Method["Model"]):
 
     def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> Model:
         from galsep.baselines.pcpca import fit_pcpca
+        from galsep.inference.memory import batch_setting
 
         t, b = data.target, data.background
-        model, trace = fit_pcpca(
-            t.y, t.operators()[data.target_source], t.variance, b.y, b.operators()[data.background_source],
-            b.variance, shape=t.shape, latent=settings["latent"], gamma=settings["gamma"], steps=settings["steps"],
-            lr=settings["lr"], batch_size=settings["batch_size"], generator=generator,
-            log=every_tenth(settings["steps"], self.name, log),
-        )
+        with batch_setting(f"methods.{self.name}.batch_size"):  # names it on CUDA out of memory
+            model, trace = fit_pcpca(
+                t.y, t.operators()[data.target_source], t.variance, b.y, b.operators()[data.background_source],
+                b.variance, shape=t.shape, latent=settings["latent"], gamma=settings["gamma"],
+                steps=settings["steps"], lr=settings["lr"], batch_size=settings["batch_size"], generator=generator,
+                log=every_tenth(settings["steps"], self.name, log),
+            )
         model.target_source = data.target_source
         model.trace = trace
         return model
@@ -55,8 +57,12 @@ class PCPCA(Method["Model"]):
              generator: torch.Generator, progress: bool = False) -> Tensor:
         import torch
 
+        from galsep.inference.memory import batch_setting
+
         t = model.target_source
-        target = model.sample_posterior(obs.y, obs.operators()[t], obs.variance, samples=samples, generator=generator)
+        with batch_setting(None):  # a fixed batch, halved on CUDA out of memory: no setting to name
+            target = model.sample_posterior(obs.y, obs.operators()[t], obs.variance, samples=samples,
+                                            generator=generator)
         out = torch.full((len(obs), samples, len(obs.sources), *obs.shape), float("nan"), device=target.device,
                          dtype=target.dtype)
         out[:, :, t] = target

@@ -32,23 +32,25 @@ class SURFMethod(Method):
 
     def fit(self, data: Contrast, settings: Mapping[str, Any], *, generator: torch.Generator, log: Log) -> SURF:
         from galsep.baselines.surf import fit_surf
+        from galsep.inference.memory import batch_setting
 
         t, b = data.target, data.background
         if t.mask is None or b.mask is None:
             from galsep.errors import ConfigError
 
             raise ConfigError("method 'surf' needs pixel observations with masks")
-        return fit_surf(
-            t.y, t.variance, t.mask, b.y, b.variance, b.mask, steps=settings["steps"],
-            regression_steps=settings["regression_steps"], batch_size=settings["batch_size"], lr=settings["lr"],
-            channels=settings["channels"], ema=settings["ema"], beta_fraction=settings["beta_fraction"],
-            teacher_steps=settings["teacher_steps"], native_fraction=settings["native_fraction"],
-            generator=generator, log=lambda line: log(f"[{self.name}] {line}"), mixture_factor=t.factor,
-            source_factor=b.factor,
-            # synthetic views know the true galaxies: the learning curve then traces the galaxy MSE (a
-            # diagnostic of the log and the saved trace; the training never sees it)
-            truth=None if t.truth is None else t.truth[:, data.target_source],
-        )
+        with batch_setting(f"methods.{self.name}.batch_size"):  # names it on CUDA out of memory
+            return fit_surf(
+                t.y, t.variance, t.mask, b.y, b.variance, b.mask, steps=settings["steps"],
+                regression_steps=settings["regression_steps"], batch_size=settings["batch_size"], lr=settings["lr"],
+                channels=settings["channels"], ema=settings["ema"], beta_fraction=settings["beta_fraction"],
+                teacher_steps=settings["teacher_steps"], native_fraction=settings["native_fraction"],
+                generator=generator, log=lambda line: log(f"[{self.name}] {line}"), mixture_factor=t.factor,
+                source_factor=b.factor,
+                # synthetic views know the true galaxies: the learning curve then traces the galaxy MSE (a
+                # diagnostic of the log and the saved trace; the training never sees it)
+                truth=None if t.truth is None else t.truth[:, data.target_source],
+            )
 
     def load(self, state: Mapping[str, Any], device: torch.device) -> SURF:
         from galsep.baselines.surf import SURF
@@ -70,6 +72,8 @@ class SURFMethod(Method):
             from galsep.errors import ConfigError
 
             raise ConfigError("method 'surf' needs pixel observations with masks")
-        with torch.no_grad():
+        from galsep.inference.memory import batch_setting
+
+        with torch.no_grad(), batch_setting(f"methods.{self.name}.draw_batch_size"):  # named on out of memory
             return model.separate(obs.y, obs.variance, obs.mask, samples, steps=settings["sample_steps"],
                                   generator=generator, batch_size=settings["draw_batch_size"], factor=obs.factor)

@@ -20,14 +20,21 @@ from pathlib import Path
 from typing import Protocol, Self
 
 from galsep.io import atomic_path, disk_full_error, is_disk_full, sha256_file
-from galsep.sources.mast.errors import MastError, host_of, network_errors, offline_error, unreachable
+from galsep.sources.mast.errors import (
+    MAX_BACKOFF,
+    MastError,
+    bounded_session,
+    host_of,
+    network_errors,
+    offline_error,
+    unreachable,
+)
 
 __all__ = ["CHUNK", "MAX_BACKOFF", "HTTPResponse", "HTTPSession", "download_tile", "download_url", "verify_tile"]
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20  # bytes per streamed read
-MAX_BACKOFF = 300.0  # seconds; the longest wait between two attempts
 
 
 class HTTPResponse(Protocol):
@@ -183,8 +190,9 @@ def download_tile(
     Transient errors (timeouts, dropped streams, HTTP 429/5xx, corrupt files, an unreachable host
     after the first attempt) are retried ``retries`` times with waits of ``backoff * 2**k`` seconds
     (at most 300 s). An unreachable host on the first attempt (its name does not resolve, the
-    connection is refused: no network) is a :class:`MastError` at once, without retries; so is a
-    disk without space for the bytes (:class:`~galsep.errors.DiskFullError`).
+    connection is refused or gets no answer within 10 s: no network, or a firewall) is a
+    :class:`MastError` at once, without retries; so is a disk without space for the bytes
+    (:class:`~galsep.errors.DiskFullError`). ``timeout`` is the read timeout of each request.
     ``size`` is the archive's recorded size in bytes; a mismatch is reported, not fatal, because the
     archive can recalibrate a product without updating the record.
     """
@@ -208,7 +216,8 @@ def download_tile(
     sleep = sleep or time.sleep
     url = download_url(uri, base_url)
     own_session = session is None
-    session = session or requests.Session()
+    # a connection unanswered for 10 s gives up (then fails at once, as no network, on the first attempt)
+    session = session or bounded_session(requests.Session(), read=timeout)
     last = "no attempt made"
     try:
         for attempt in range(retries + 1):

@@ -5,37 +5,33 @@ images of the COSMOS programmes; :func:`select_tiles` drops excluded tiles and k
 exposure of each pointing (observations within ``match_radius`` of each other, single linkage);
 :func:`query_products` finds each chosen observation's drizzled product; :func:`write_products`
 does all three and writes the table (:mod:`galsep.sources.mast.products`) atomically. Each MAST
-request is retried with backoff on transient failures (timeouts, resets, HTTP 429/5xx); no network
-at all (MAST's name does not resolve, the connection is refused) fails at once, with one line.
+request is retried with backoff on transient failures (read timeouts, resets, HTTP 429/5xx); no
+network at all (MAST's name does not resolve, the connection is refused, or it gets no answer within
+10 s) fails at once, with one line.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from os import PathLike
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy.table import Table
 
 from galsep.io import atomic_path
-from galsep.sources.mast.errors import MAST_HOST, MastError, http_status, network_errors, offline_error, unreachable
+from galsep.sources.mast.errors import BACKOFF, MAST_HOST, RETRIES, MastError, bounded_session, with_retries
+
+if TYPE_CHECKING:
+    from astroquery.mast.observations import ObservationsClass
 
 __all__ = ["QuerySpec", "query_observations", "query_products", "select_tiles", "tile_name", "write_products"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-RETRIES = 5  # retries of a query that failed transiently (as mast.download.retries)
-BACKOFF = 10.0  # seconds before the first retry, doubling (as mast.download.backoff)
-MAX_BACKOFF = 300.0  # seconds; the longest wait between two attempts
-
 
 def _mast_host() -> str:
     from urllib.parse import urlsplit
@@ -45,34 +41,17 @@ def _mast_host() -> str:
     return urlsplit(conf.server).hostname or MAST_HOST
 
 
-def _with_retries(what: str, call: Callable[[], T], retries: int = RETRIES, backoff: float = BACKOFF) -> T:
-    """``call()``, retried on transient network failures with waits of ``backoff * 2**k`` s.
+def _portal(timeout: float) -> ObservationsClass:
+    """astroquery's MAST ``Observations``, its portal's long-polling limit ``timeout`` seconds and its
+    requests bounded (:func:`~galsep.sources.mast.errors.bounded_session`: a 10 s connect timeout, and a
+    read timeout of ``timeout``, where astroquery passes none)."""
+    from astroquery.mast import Observations
 
-    No network (the MAST host does not resolve, the connection is refused) on the first attempt is
-    a :class:`MastError` at once; an HTTP 4xx other than 429 is one too, without retries.
-    """
-    last: Exception | None = None
-    for attempt in range(retries + 1):
-        if attempt:
-            wait = min(backoff * 2 ** (attempt - 1), MAX_BACKOFF)
-            log.warning("%s: attempt %d/%d failed (%s: %s); retrying in %.0f s", what, attempt, retries + 1,
-                        type(last).__name__, last, wait)
-            time.sleep(wait)
-        try:
-            return call()
-        except network_errors() as err:
-            status = http_status(err)
-            if status is not None and 400 <= status < 500 and status != 429:
-                raise MastError(f"MAST refused to {what} (HTTP {status}: {err}); check the mast: query"
-                                " settings, or rerun later if the service is being changed") from err
-            if attempt == 0 and unreachable(err):  # no network: retrying would only wait
-                raise offline_error(what, err, _mast_host()) from err
-            last = err
-    assert last is not None
-    raise MastError(
-        f"could not {what} after {retries + 1} attempts (last: {type(last).__name__}: {last}). MAST may be"
-        f" down or slow: check https://{_mast_host()} and the network connection, and rerun later."
-    ) from last
+    Observations.TIMEOUT = timeout
+    portal = Observations._portal_api_connection
+    portal.TIMEOUT = timeout
+    bounded_session(portal._session, read=timeout)
+    return Observations
 
 
 @dataclass(frozen=True)
@@ -116,11 +95,9 @@ def query_observations(spec: QuerySpec, timeout: float = 600.0, retries: int = R
                        backoff: float = BACKOFF) -> Table:
     """Observations of ``spec`` from MAST (one row per observation, CAOM columns).
 
-    Transient failures are retried (:func:`_with_retries`); no network fails at once."""
-    from astroquery.mast import Observations
-
-    Observations.TIMEOUT = timeout  # the portal's long-polling limit
-    Observations._portal_api_connection.TIMEOUT = timeout
+    Transient failures are retried (:func:`~galsep.sources.mast.errors.with_retries`); no network, or a
+    connection unanswered for 10 s, fails at once."""
+    Observations = _portal(timeout)
     criteria = dict(
         proposal_id=[str(p) for p in spec.proposal_ids],
         filters=spec.filter,
@@ -135,7 +112,7 @@ def query_observations(spec: QuerySpec, timeout: float = 600.0, retries: int = R
             warnings.simplefilter("ignore")  # NoResultsWarning is handled below
             return Observations.query_criteria(**criteria)
 
-    obs = _with_retries("query observations", ask, retries, backoff)
+    obs = with_retries("query observations", ask, retries, backoff, host=_mast_host())
     if len(obs) == 0:
         raise MastError(f"MAST returned no observations for {criteria}")
     return obs
@@ -202,16 +179,17 @@ def select_tiles(obs: Table, spec: QuerySpec) -> Table:
     return out
 
 
-def query_products(obs: Table, product: str = "DRZ", retries: int = RETRIES, backoff: float = BACKOFF) -> Table:
+def query_products(obs: Table, product: str = "DRZ", retries: int = RETRIES, backoff: float = BACKOFF,
+                   timeout: float = 600.0) -> Table:
     """The drizzled product (``productSubGroupDescription == product``) of each chosen observation."""
-    from astroquery.mast import Observations
+    Observations = _portal(timeout)
 
     def ask() -> Table:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return Observations.get_product_list(obs)
 
-    products = _with_retries("list data products", ask, retries, backoff)
+    products = with_retries("list data products", ask, retries, backoff, host=_mast_host())
     for col in ("obsID", "productSubGroupDescription", "dataURI", "productFilename", "size"):
         if col not in products.colnames:
             raise MastError(f"MAST product table lacks column {col!r} (has {products.colnames})")
@@ -254,7 +232,7 @@ def write_products(spec: QuerySpec, output: str | PathLike[str], timeout: float 
     """Query MAST and write the chosen tiles' products table (ECSV) atomically."""
     obs = query_observations(spec, timeout=timeout, retries=retries, backoff=backoff)
     chosen = select_tiles(obs, spec)
-    table = query_products(chosen, spec.product, retries=retries, backoff=backoff)
+    table = query_products(chosen, spec.product, retries=retries, backoff=backoff, timeout=timeout)
     table.meta.update(
         proposal_ids=list(spec.proposal_ids), filter=spec.filter, provenance=spec.provenance,
         instrument=spec.instrument, product=spec.product, exclude=list(spec.exclude),

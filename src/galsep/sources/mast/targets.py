@@ -21,7 +21,7 @@ import numpy.typing as npt
 from astropy.table import Table
 
 from galsep.io import atomic_path
-from galsep.sources.mast.errors import MastError, network_errors, offline_error
+from galsep.sources.mast.errors import BACKOFF, RETRIES, MastError, bounded_session, with_retries
 
 __all__ = [
     "CatalogueColumns",
@@ -110,15 +110,31 @@ def _merge_on_id(merged: Table | None, table: Table, key: str, id_column: str) -
     return join(merged, table, keys=id_column, join_type="left")
 
 
-def read_catalogue_vizier(catalog: str, id_column: str, timeout: float = 600.0) -> tuple[Table, str]:
-    """Fetch every table of the VizieR catalogue ``catalog`` (all rows) and join them on ``id_column``."""
+def read_catalogue_vizier(catalog: str, id_column: str, timeout: float = 600.0, retries: int = RETRIES,
+                          backoff: float = BACKOFF) -> tuple[Table, str]:
+    """Fetch every table of the VizieR catalogue ``catalog`` (all rows) and join them on ``id_column``.
+
+    The request is MAST's: transient failures (read timeouts, resets, HTTP 429/5xx) are retried with
+    backoff, no network (VizieR's name does not resolve, the connection is refused or gets no answer
+    within 10 s) fails at once (:func:`~galsep.sources.mast.errors.with_retries`); ``timeout`` is the
+    read timeout.
+    """
+    import requests
     from astroquery.vizier import Vizier
 
     viz = Vizier(columns=["**"], row_limit=-1, timeout=timeout)
-    try:
-        tables = viz.get_catalogs(catalog)
-    except network_errors() as err:
-        raise offline_error(f"fetch VizieR catalogue {catalog}", err) from err
+    bounded_session(viz._session, read=timeout)
+
+    def raise_for_status(response: requests.Response, *args: object, **kwargs: object) -> None:
+        response.raise_for_status()  # astroquery would parse an HTTP error page as the catalogue
+
+    viz._session.hooks["response"].append(raise_for_status)
+    tables = with_retries(f"fetch VizieR catalogue {catalog}", lambda: viz.get_catalogs(catalog), retries, backoff,
+                          host=viz.VIZIER_SERVER, service="VizieR", settings="mast.gzh.vizier_catalog",
+                          instead="download the catalogue there and set mast.gzh.source: files")
+    if isinstance(tables, str):  # astroquery's answer to a body it could not parse as a VOTable
+        raise MastError(f"VizieR sent no VOTable for {catalog} (it starts {tables[:80]!r}); rerun later, or"
+                        " download the catalogue and set mast.gzh.source: files")
     if len(tables) == 0:
         raise MastError(f"VizieR returned no table for {catalog}")
     merged = None
