@@ -113,7 +113,8 @@ def test_missing_directory_and_no_match_are_errors_naming_them(tmp_path):
 def test_missing_weight_map_is_an_error_naming_it(image, tmp_path):
     _edit(image, lambda h: h.pop(2))  # drop the WHT extension
     with pytest.raises(InputError, match=r"img_drz\.fits: no extension 'WHT' with the weight map \(it has"
-                                         r" \['PRIMARY', 'SCI'\]\); set files\.weight_extension .*files\.weight_replace"):
+                                         r" \['PRIMARY', 'SCI'\]\); set files\.weight_extension .*"
+                                         r"files\.weight_replace"):
         write_tile(image, None, tmp_path / "t.fits", EXP)
     assert not (tmp_path / "t.fits").exists()
     # a separate weight file that is not there fails when the workflow is parsed, before any job
