@@ -202,9 +202,10 @@ def mast_download_params(wildcards):
 
 # Your own images (source: files, rules/files.smk): found when the workflow is parsed, so a missing
 # directory or weight file fails before any job (galsep.sources.files.layout imports no astropy).
-from galsep.sources.files.layout import find_images
+from galsep.sources.files.layout import find_images, target_table
 
 FILES_IMAGES = find_images(config["files"]) if FILES and not MANIFOLD else {}
+FILES_TARGETS = target_table(config["files"]) if FILES and not MANIFOLD else None
 
 
 def files_image(wildcards):

@@ -33,7 +33,7 @@ rule files_tile:
 rule files_targets:
     input:
         tiles=tile_files,
-        table=config["files"]["targets"],
+        table=FILES_TARGETS,
     output:
         targets="resources/targets.ecsv",
         # the targets on no observed pixel of any image (an error with cutouts.on_drop: error)

@@ -252,12 +252,19 @@ def test_target_table_in_fits_with_other_column_names(demo, tiles, tmp_path):
 # The workflow
 
 
-def test_missing_directory_fails_before_any_job(tmp_path):
+def test_missing_directory_or_table_fails_before_any_job(tmp_path):
     wf = copy_workflow(tmp_path / "wf")
     (wf / "files.yaml").write_text("source: files\nfiles: {directory: nowhere}\n")
     proc = snakemake(wf, "-n", "--configfile", "config.yaml", "files.yaml", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "files.directory nowhere: no such directory" in out
+    assert "jobid" not in out
+    # so does a missing target table
+    write_demo(wf / "mydata", tiles=1, seed=SEED)
+    (wf / "files.yaml").write_text("source: files\nfiles: {directory: mydata, pattern: '*_drz.fits'}\n")
+    proc = snakemake(wf, "-n", "--configfile", "config.yaml", "files.yaml", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "files.targets images/targets.csv: no such file; set files.targets" in out
     assert "jobid" not in out
 
 

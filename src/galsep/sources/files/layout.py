@@ -21,7 +21,7 @@ from typing import Any
 
 from galsep.errors import InputError
 
-__all__ = ["FITS_SUFFIXES", "TILE_NAME", "Image", "find_images", "tile_name", "weight_path"]
+__all__ = ["FITS_SUFFIXES", "TILE_NAME", "Image", "find_images", "target_table", "tile_name", "weight_path"]
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 TILE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")  # the Snakefile's {tile} wildcard constraint
@@ -112,3 +112,13 @@ def find_images(files: Mapping[str, Any]) -> dict[str, Image]:
                 )
         images[name] = Image(tile=name, image=path, weight=weight)
     return images
+
+
+def target_table(files: Mapping[str, Any]) -> str:
+    """The target table of a ``files:`` config section, checked to exist when the workflow is parsed (else
+    Snakemake would only say that an input of rule files_targets is missing)."""
+    path = Path(str(files["targets"]))
+    if not path.is_file():
+        raise InputError(f"files.targets {path}: no such file; set files.targets to your target table (ECSV, CSV or"
+                         " FITS with id, ra, dec columns)")
+    return str(path)
