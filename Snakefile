@@ -45,6 +45,10 @@ else:
 
         include: "rules/synthetic.smk"
 
+    elif FILES:
+
+        include: "rules/files.smk"
+
     else:
 
         include: "rules/mast.smk"

@@ -11,15 +11,19 @@ def as_json(**values):
 
 MANIFOLD = config["experiment"] == "manifold"
 SYNTHETIC = config["source"] == "synthetic"
+FILES = config["source"] == "files"
 VIEWS = ["randoms", "galaxies"] + (
     ["mixed_galaxy", "mixed_random"] if SYNTHETIC else []
 )
 
 
 def tile_names():
-    """Names of the tiles: the synthetic ones, or those the MAST query chose (after its checkpoint)."""
+    """Names of the tiles: the synthetic ones, the user's images, or those the MAST query chose (after
+    its checkpoint)."""
     if SYNTHETIC:
         return [f"tile{i:03d}" for i in range(config["synthetic"]["tiles"])]
+    if FILES:
+        return list(FILES_IMAGES)
     return list(_products(checkpoints.mast_products.get().output[0])["tile"])
 
 
@@ -194,3 +198,20 @@ def mast_download_params(wildcards):
     path = checkpoints.mast_products.get().output[0]
     row = _products_cached(path, os.stat(path).st_mtime_ns)[1][wildcards.tile]
     return as_json(uri=str(row["dataURI"]), size=int(row["size"]), **MAST["download"])
+
+
+# Your own images (source: files, rules/files.smk): found when the workflow is parsed, so a missing
+# directory or weight file fails before any job (galsep.sources.files.layout imports no astropy).
+from galsep.sources.files.layout import find_images, target_table
+
+FILES_IMAGES = find_images(config["files"]) if FILES and not MANIFOLD else {}
+FILES_TARGETS = target_table(config["files"]) if FILES and not MANIFOLD else None
+
+
+def files_image(wildcards):
+    """The user's image of a tile, and its separate weight file when it has one."""
+    image = FILES_IMAGES[wildcards.tile]
+    return {
+        "image": str(image.image),
+        "weight": [str(image.weight)] if image.weight else [],
+    }

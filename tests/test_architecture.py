@@ -12,7 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 def test_the_names_the_snakefile_reads_import_neither_torch_nor_astropy():
     code = ("import sys, galsep.workflow, galsep.config, galsep.manifold.settings, galsep.manifold.workflow,"
-            " galsep.sources.mast.products; galsep.workflow.method_kinds(); galsep.manifold.settings.methods();"
+            " galsep.sources.mast.products, galsep.sources.files.layout;"
+            " galsep.workflow.method_kinds(); galsep.manifold.settings.methods();"
             " print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'astropy', 'h5py', 'galsim'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -168,6 +168,19 @@ def test_shipped_configs_validate(overlay):
         validate(config["manifold"], str(MANIFOLD_SCHEMA))
 
 
+@pytest.mark.parametrize("preset, size", [("cutout64", 64), ("gpu128", 128)])
+def test_cutout_size_presets_validate_and_pass_the_checks(preset, size):
+    """The 64 px CPU and 128 px GPU presets (issue 17 item 3): schema, then the relations galsep.config.check
+    tests (the U-Net's levels divide the cutout, attention levels exist), as the Snakefile applies both."""
+    from galsep.config import check
+
+    config = _validated(_load(ROOT / "workflow" / "configs" / f"{preset}.yaml"))
+    check(config)
+    assert config["cutouts"]["size"] == size and config["source"] == "synthetic"
+    # the bottom of the U-Net is still an image (8 px), where its attention works on 64 tokens or more
+    assert size // 2 ** (len(config["network"]["channels"]) - 1) == 8
+
+
 @pytest.mark.parametrize(
     "key",
     [
@@ -176,6 +189,7 @@ def test_shipped_configs_validate(overlay):
         "mast.tiles_limt",
         "mast.download.retrys",
         "mast.gzh.sourse",
+        "files.weight_typ",
         "cutouts.sise",
         "views.strech",
         "diffusion.sigma_mn",

@@ -27,6 +27,8 @@ NOT_AS_TYPED = {
         "--report", "--report reads the finished results and ignores -n: on a fresh copy it stops at "
         "'results/metrics.json marked for report but does not exist'"),
 }
+# The README's "Your own images" makes its demo directory first; it runs as setup like the `echo` lines.
+DEMO = ["python", "-m", "galsep.sources.files", "demo"]
 # What docs/real-data.md says to put in place by hand before a `source: mast` run (empty files do for -n).
 MAST_PREREQUISITES = ("resources/gzh/metadata_main.csv", "resources/gzh/gz_hubble_main.csv")
 
@@ -76,14 +78,15 @@ def documented_commands() -> list[dict]:
         for first, lines in code_blocks(doc.read_text()):
             setup = []
             for offset, line in shell_lines(lines):
-                if not re.match(r"(echo|snakemake)\s|[A-Za-z_][A-Za-z0-9_]*=\S", line):
+                if not re.match(r"(echo|snakemake|python -m galsep\.sources\.files demo)\s|[A-Za-z_][A-Za-z0-9_]*=\S",
+                                line):
                     continue  # not a shell line of interest (python, make, prose in an indented block)
                 words = shlex.split(line, comments=True)
                 env = {}
                 while words and ENV_ASSIGNMENT.match(words[0]):
                     key, value = words.pop(0).split("=", 1)
                     env[key] = value
-                if words[:1] == ["echo"] and ">" in line:
+                if words[:1] == ["echo"] and ">" in line or words[:4] == DEMO:
                     setup.append(line)
                 elif words[:1] == ["snakemake"]:
                     found.append({"doc": doc.relative_to(ROOT).as_posix(), "line": first + offset, "args": words[1:],
@@ -107,7 +110,11 @@ def dry_run(command: dict, workdir: Path) -> subprocess.CompletedProcess:
     """``snakemake -n`` with the command's arguments and environment, in its own copy of the workflow."""
     copy_workflow(workdir)
     for line in command["setup"]:
-        subprocess.run(line, shell=True, cwd=workdir, check=True)
+        words = shlex.split(line, comments=True)
+        if words[:4] == DEMO:  # this interpreter, whatever `python` is on PATH
+            subprocess.run([sys.executable, *words[1:]], cwd=workdir, check=True, capture_output=True)
+        else:
+            subprocess.run(line, shell=True, cwd=workdir, check=True)
     args = list(command["args"])
     if command["typed"] in NOT_AS_TYPED:
         k = args.index(NOT_AS_TYPED[command["typed"]][0])

@@ -39,10 +39,11 @@ import numpy as np
 
 from galsep.errors import InputError
 
-__all__ = ["READNOISE_KEYS", "NoiseHeaderError", "noise_parameters", "inverse_variance"]
+__all__ = ["RATE_UNITS", "READNOISE_KEYS", "NoiseHeaderError", "noise_parameters", "inverse_variance"]
 
 READNOISE_KEYS = ("READNSEA", "READNSEB", "READNSEC", "READNSED")
-_RATE_UNITS = {"electrons/s", "electron/s", "e-/s", "e/s", "electrons/sec", "electrons/second"}
+# BUNIT spellings of e-/s, compared lowercased without spaces (also by galsep.sources.files)
+RATE_UNITS = {"electrons/s", "electron/s", "e-/s", "e/s", "electrons/sec", "electrons/second"}
 
 
 class NoiseHeaderError(InputError):
@@ -68,7 +69,7 @@ def noise_parameters(header: Mapping[str, Any]) -> dict[str, float]:
     if missing:
         raise NoiseHeaderError(f"tile header lacks {missing}, needed for the noise model")
     unit = str(header.get("BUNIT", "electrons/s")).strip().lower().replace(" ", "")
-    if unit not in _RATE_UNITS:
+    if unit not in RATE_UNITS:
         raise NoiseHeaderError(f"BUNIT is {header['BUNIT']!r}; the noise model needs SCI in electrons/s")
     exptime = float(header["EXPTIME"])
     if exptime <= 0:

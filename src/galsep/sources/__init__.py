@@ -1,4 +1,5 @@
-"""Where tiles come from: the synthetic COSMOS field (``synthetic``) or HST/ACS tiles from MAST (``mast``).
+"""Where tiles come from: the synthetic COSMOS field (``synthetic``), HST/ACS tiles from MAST (``mast``)
+or a directory of the user's own drizzled images (``files``).
 
 Every source writes the same contract: tiles (SCI/WHT with WCS) and a target table (id, ra, dec, tile).
 """

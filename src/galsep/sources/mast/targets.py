@@ -26,6 +26,8 @@ from galsep.sources.mast.errors import BACKOFF, RETRIES, MastError, bounded_sess
 __all__ = [
     "CatalogueColumns",
     "assign_tiles",
+    "find_column",
+    "numeric_ids",
     "read_catalogue_files",
     "read_catalogue_vizier",
     "select_galaxies",
@@ -65,15 +67,16 @@ class CatalogueColumns:
         )
 
 
-def _find(table: Table, name: str, source: str) -> str:
-    """The actual column name matching ``name`` case-insensitively, or a clear error."""
+def find_column(table: Table, name: str, source: str, section: str = "mast.gzh") -> str:
+    """The actual column name matching ``name`` case-insensitively, or a clear error naming the table
+    ``source`` and the config ``section`` whose key sets the name."""
     for col in table.colnames:
         if col.lower() == name.lower():
             return col
     raise MastError(
         f"{source}: no column {name!r} (it has {len(table.colnames)} columns:"
         f" {', '.join(table.colnames[:12])}{', ...' if len(table.colnames) > 12 else ''}); set the"
-        " column name under mast.gzh in config.yaml"
+        f" column name under {section} in config.yaml"
     )
 
 
@@ -89,7 +92,7 @@ def read_catalogue_files(paths: Sequence[str | PathLike[str]], id_column: str) -
             table = Table.read(path, format=fmt) if fmt else Table.read(path)
         except Exception as err:  # astropy raises many types for unreadable tables
             raise MastError(f"{path}: cannot read the catalogue ({type(err).__name__}: {err})") from err
-        merged = _merge_on_id(merged, table, _find(table, id_column, str(path)), id_column)
+        merged = _merge_on_id(merged, table, find_column(table, id_column, str(path)), id_column)
         names.append(str(path))
     if merged is None:
         raise MastError("no Galaxy Zoo: Hubble catalogue given (mast.gzh.catalogues)")
@@ -140,7 +143,7 @@ def read_catalogue_vizier(catalog: str, id_column: str, timeout: float = 600.0, 
     merged = None
     for table in tables.values():
         try:
-            key = _find(table, id_column, f"VizieR {catalog}")
+            key = find_column(table, id_column, f"VizieR {catalog}")
         except MastError:
             continue
         table = Table(table, masked=False) if not table.has_masked_values else table
@@ -148,6 +151,17 @@ def read_catalogue_vizier(catalog: str, id_column: str, timeout: float = 600.0, 
     if merged is None:
         raise MastError(f"VizieR {catalog}: no table has the id column {id_column!r}")
     return merged, f"VizieR {catalog}"
+
+
+def numeric_ids(ids: np.ndarray) -> np.ndarray:
+    """int64 object ids of catalogue ids (N,) given as text: the ids themselves when all are integers,
+    else each id's rank in the catalogue sorted by id (stable when a selection of rows changes)."""
+    try:
+        return np.array([int(i) for i in ids], dtype=np.int64)
+    except ValueError:
+        numeric = np.empty(len(ids), dtype=np.int64)
+        numeric[np.argsort(ids, kind="stable")] = np.arange(len(ids))
+        return numeric
 
 
 def _truthy(values: npt.ArrayLike) -> np.ndarray:
@@ -168,23 +182,19 @@ def select_galaxies(table: Table, cols: CatalogueColumns, source: str) -> Table:
     whole catalogue sorted by id (stable when the selection changes); the id itself is kept as
     ``catalogue_id``.
     """
-    key = _find(table, cols.id, source)
-    ra, dec = _find(table, cols.ra, source), _find(table, cols.dec, source)
-    imaging = _find(table, cols.imaging, source)
-    artifact = _find(table, cols.artifact, source)
-    keep = [_find(table, c, source) for c in cols.keep]
+    key = find_column(table, cols.id, source)
+    ra, dec = find_column(table, cols.ra, source), find_column(table, cols.dec, source)
+    imaging = find_column(table, cols.imaging, source)
+    artifact = find_column(table, cols.artifact, source)
+    keep = [find_column(table, c, source) for c in cols.keep]
     mag = None
     if cols.mag:
         try:
-            mag = _find(table, cols.mag, source)
+            mag = find_column(table, cols.mag, source)
         except MastError:
             log.warning("%s: no magnitude column %r; mag is NaN", source, cols.mag)
     ids = np.asarray(table[key]).astype(str)
-    try:
-        numeric = np.array([int(i) for i in ids], dtype=np.int64)
-    except ValueError:
-        numeric = np.empty(len(ids), dtype=np.int64)
-        numeric[np.argsort(ids, kind="stable")] = np.arange(len(ids))
+    numeric = numeric_ids(ids)
     sel = np.array([str(v).strip().upper() == cols.imaging_value.upper() for v in table[imaging]])
     sel &= ~_truthy(table[artifact])
     sel &= np.isfinite(np.ma.filled(np.ma.asarray(table[ra], float), np.nan))
