@@ -5,6 +5,7 @@ rule evaluate:
     input:
         catalogue="results/catalogue.zarr",
         randoms="results/cutouts/randoms.h5",
+        targets="resources/targets.ecsv",
     output:
         report(
             "results/metrics.json",
@@ -19,7 +20,7 @@ rule evaluate:
         json=as_json(views=config["views"]),
     shell:
         "python -m galsep evaluate --catalogue {input.catalogue} --randoms {input.randoms}"
-        " --out {output} --params {params.json:q} > {log} 2>&1"
+        " --targets {input.targets} --out {output} --params {params.json:q} > {log} 2>&1"
 
 
 rule figures:

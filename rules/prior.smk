@@ -14,7 +14,7 @@ rule prior_gaussian:
         "logs/benchmark/prior/{chain}/gaussian.tsv"
     conda:
         "../envs/galsep.yaml"
-    threads: config["threads"]
+    threads: config["serial_threads"]
     resources:
         mem_mb=8000,
         runtime=60,
@@ -43,7 +43,7 @@ rule prior_lap:
         "logs/benchmark/prior/{chain}/lap{lap}.tsv"
     conda:
         "../envs/galsep.yaml"
-    threads: config["threads"]
+    threads: config["serial_threads"]
     resources:
         mem_mb=8000,
         runtime=120,

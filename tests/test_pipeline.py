@@ -99,6 +99,13 @@ def test_em_files_and_metrics(run):
     assert set(metrics["methods"]) == {"ddprism_mean", "ddprism_draw", "observation", "minus_median_random"}
     for m in metrics["methods"].values():
         assert np.isfinite(m["galaxy_psnr"]["mean"])
+    fluxes = metrics["fluxes"]
+    n = xr.open_zarr(run / "results/catalogue.zarr", consolidated=False).sizes["object"]
+    assert sum(b["count"] for b in fluxes["by_contamination"]) == n
+    assert sum(fluxes["truth_rank_histogram"]) == n and len(fluxes["truth_rank_histogram"]) == fluxes["draws"] + 1
+    assert 0 <= fluxes["interval_16_84_coverage"] <= 1
+    # the synthetic targets table has neighbour distances: the split is there and covers every galaxy
+    assert fluxes["with_neighbour"]["count"] + fluxes["without_neighbour"]["count"] == n
     for fig in ("posterior", "em_laps", "loss", "metrics"):
         assert (run / f"results/figures/{fig}.png").stat().st_size > 1000
 

@@ -128,7 +128,7 @@ def _compare(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> N
 def _evaluate(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.evaluation.evaluate import write_metrics
 
-    write_metrics(a.catalogue, a.randoms, p["views"], a.out, log.info)
+    write_metrics(a.catalogue, a.randoms, p["views"], a.out, log.info, targets=a.targets)
 
 
 def _figures(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
@@ -216,6 +216,7 @@ def parser() -> argparse.ArgumentParser:
     s = stage("evaluate", _evaluate, "metrics against the synthetic truth")
     for arg in ("--catalogue", "--randoms", "--out"):
         s.add_argument(arg, required=True)
+    s.add_argument("--targets", default=None, help="targets table (neighbour_distance splits the flux figures)")
     s = stage("figures", _figures, "report figures")
     for arg in ("--catalogue", "--metrics", "--outdir"):
         s.add_argument(arg, required=True)

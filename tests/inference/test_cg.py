@@ -90,3 +90,41 @@ def test_adaptive_cg_resolves_only_bad_samples_with_regularisation() -> None:
     reg = adaptive_conjugate_gradient(mv, b, maxiter=30, regularisation=lam, threshold=0.0).x
     eye = torch.eye(n, dtype=torch.float64)
     assert torch.allclose(reg, torch.linalg.solve(M + lam * eye, b), atol=1e-9)
+
+
+def test_jacobi_preconditioning_is_exact_in_one_step_on_diagonal_systems_and_converges_in_general() -> None:
+    """A diagonal system with a 1e3 spread of scales (heteroscedastic noise): plain CG needs many steps, PCG one."""
+    B, n = 3, 40
+    g = torch.Generator().manual_seed(5)
+    diag = torch.exp(torch.rand(B, n, generator=g, dtype=torch.float64) * 7)
+    b = torch.randn(B, n, generator=g, dtype=torch.float64)
+    exact = b / diag
+    plain = conjugate_gradient(lambda v: diag * v, b, maxiter=1)
+    pcg = conjugate_gradient(lambda v: diag * v, b, maxiter=1, precond=diag)
+    assert torch.allclose(pcg.x, exact, atol=1e-12)
+    assert ((plain.x - exact).norm() > 0.5 * exact.norm())
+    # a dense SPD system with a poor diagonal guess: still the exact solution after n steps
+    M = _spd(B, 12, seed=6) + torch.diag_embed(diag[:, :12])
+    rhs = b[:, :12]
+    res = conjugate_gradient(_matvec(M, (12,)), rhs, maxiter=40, precond=diag[:, :12] + 3.0)
+    assert torch.allclose(res.x, torch.linalg.solve(M, rhs), atol=1e-9)
+
+
+def test_warm_start_from_the_solution_needs_no_iteration_and_carries_the_aux_map() -> None:
+    """x0 = the solution: the residual is ~0 and L x is computed from x0's matvec (not dropped)."""
+    B, n = 2, 10
+    M = _spd(B, n, seed=7)
+    L = torch.randn(B, 3, n, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    b = torch.randn(B, n, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+
+    def matvec(v: Tensor) -> tuple[Tensor, Tensor]:
+        return _matvec(M, (n,))(v), torch.einsum("bij,bj->bi", L, v)
+
+    x = torch.linalg.solve(M, b)
+    res = conjugate_gradient(matvec, b, maxiter=3, tol=1e-8, aux=True, x0=x)
+    assert res.iterations == 0 and (res.residual < 1e-8).all()
+    assert torch.allclose(res.aux, torch.einsum("bij,bj->bi", L, x), atol=1e-12)
+    # from a nearby point, a few steps reach the solution
+    near = conjugate_gradient(matvec, b, maxiter=n, aux=True, x0=x + 0.1)
+    assert torch.allclose(near.x, x, atol=1e-8)
+    assert torch.allclose(near.aux, torch.einsum("bij,bj->bi", L, near.x), atol=1e-8)

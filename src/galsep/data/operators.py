@@ -67,6 +67,10 @@ class PixelOperator:
         """Adjoint, (B, H, W) -> (B, H, W)."""
         return self.coef[:, None, None] * block_project(self.mask * y, self.factor)
 
+    def gram_diagonal(self) -> Tensor:
+        """c^2 M, (B, H, W): A A^T = c^2 M P_f M is this on block-constant residuals (P_f is I on its range)."""
+        return self.coef[:, None, None] ** 2 * self.mask
+
     def to(self, device: torch.device | str) -> PixelOperator:
         return PixelOperator(self.mask.to(device), self.factor.to(device), self.coef.to(device))
 
@@ -97,6 +101,10 @@ class DenseOperator:
         """Adjoint, (B, M) -> (B, N)."""
         return torch.einsum("bmn,bm->bn", self.matrix, y)
 
+    def gram_diagonal(self) -> Tensor:
+        """diag(A A^T), (B, M): the squared norms of the rows."""
+        return self.matrix.square().sum(-1)
+
     def to(self, device: torch.device | str) -> DenseOperator:
         return DenseOperator(self.matrix.to(device))
 
@@ -118,6 +126,10 @@ class IdentityOperator:
 
     def T(self, y: Tensor) -> Tensor:
         return y
+
+    def gram_diagonal(self) -> float:
+        """A A^T = I."""
+        return 1.0
 
     def to(self, device: torch.device | str) -> IdentityOperator:
         return self

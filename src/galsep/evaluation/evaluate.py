@@ -5,6 +5,13 @@ the large dynamic range of galaxies: PSNR = 10 log10(range^2 / MSE) on observed 
 2 * clip (the convention of DDPRISM, arXiv 2510.05205: 4). Fluxes are compared in e-/s over the observed pixels.
 Baselines: ``observation`` takes the whole cutout as the galaxy; ``minus_median_random`` subtracts
 the pixel-wise median of the random cutouts.
+
+Fluxes (``fluxes``): the posterior mean's flux residual by contamination bin (contaminating over own
+light in the cutout, from the truth), for targets with and without a catalogued neighbour within
+``NEIGHBOUR_ARCSEC`` (when the targets table has ``neighbour_distance``), and the calibration of the
+draws' flux intervals. With n exchangeable draws the truth's rank among them is uniform on 0..n, so the
+[16 %, 84 %] interval of n draws (linear interpolation) covers it with probability ~0.68 (n - 1) / (n + 1),
+0.53 for n = 8, not 0.68: both figures are reported, with the rank histogram.
 """
 
 from __future__ import annotations
@@ -23,7 +30,12 @@ from galsep.errors import InputError
 from galsep.evaluation.metrics import PSNR_CONVENTION, flux_residual, psnr_images
 from galsep.io import atomic_path
 
-__all__ = ["median_random", "evaluate_dataset", "write_metrics"]
+__all__ = ["CONTAMINATION_BINS", "NEIGHBOUR_ARCSEC", "median_random", "evaluate_dataset", "flux_diagnostics",
+           "write_metrics"]
+
+# contaminating / own light in the cutout: the bins of issue 14's flux figures
+CONTAMINATION_BINS = (0.0, 0.05, 0.2, 0.5, np.inf)
+NEIGHBOUR_ARCSEC = 1.0
 
 
 
@@ -33,16 +45,58 @@ def _summary(values: np.ndarray) -> dict[str, float]:
     return {"mean": float(values.mean()), "median": float(q50), "spread": float((q84 - q16) / 2)}
 
 
+def _flux_summary(residual: np.ndarray) -> dict[str, float]:
+    """Count, median, half 16-84 % spread and share off by > 50 % of flux residuals [%]."""
+    if residual.size == 0:
+        return {"count": 0}
+    return {"count": int(residual.size), **{k: v for k, v in _summary(residual).items() if k != "mean"},
+            "off_by_50pct": float(np.mean(np.abs(residual) > 50))}
+
+
+def flux_diagnostics(draw_flux: np.ndarray, true_flux: np.ndarray, mean_residual: np.ndarray,
+                     contamination: np.ndarray, neighbour_distance: np.ndarray | None = None) -> dict[str, Any]:
+    """Flux residuals by contamination and neighbour, and the calibration of the draws' flux intervals.
+
+    Args:
+        draw_flux: (N, n) each draw's galaxy flux over observed pixels; true_flux: (N,) the truth's.
+        mean_residual: (N,) the posterior mean's flux residual [%].
+        contamination: (N,) contaminating / own light over observed pixels (truth).
+        neighbour_distance: (N,) arcsec to the nearest other catalogued target, or None.
+    """
+    n = draw_flux.shape[1]
+    lo, hi = np.quantile(draw_flux, [0.16, 0.84], axis=1)
+    rank = (draw_flux < true_flux[:, None]).sum(1)
+    bins = []
+    for a, b in zip(CONTAMINATION_BINS[:-1], CONTAMINATION_BINS[1:], strict=True):
+        sel = (contamination >= a) & (contamination < b)
+        bins.append({"contamination": [a, None if np.isinf(b) else b], **_flux_summary(mean_residual[sel])})
+    out: dict[str, Any] = {
+        "by_contamination": bins,
+        "interval_16_84_coverage": float(np.mean((true_flux >= lo) & (true_flux <= hi))),
+        "interval_16_84_expected": 0.68 * (n - 1) / (n + 1),
+        "draws": n,
+        "truth_rank_histogram": np.bincount(rank, minlength=n + 1).tolist(),
+    }
+    if neighbour_distance is not None:
+        near = neighbour_distance < NEIGHBOUR_ARCSEC
+        out["neighbour_within_arcsec"] = NEIGHBOUR_ARCSEC
+        out["with_neighbour"] = _flux_summary(mean_residual[near])
+        out["without_neighbour"] = _flux_summary(mean_residual[~near])
+    return out
+
+
 def median_random(randoms_cutouts: str | Path) -> np.ndarray:
     """Pixel-wise median of the random cutouts over observed pixels, (H, W) e-/s."""
     with h5py.File(randoms_cutouts, "r") as f:
         return np.nan_to_num(np.nanmedian(np.where(f["mask"][...] > 0, f["flux"][...], np.nan), axis=0))
 
 
-def evaluate_dataset(ds: xr.Dataset, background: np.ndarray, stretch: Stretch, method: str) -> dict[str, Any]:
+def evaluate_dataset(ds: xr.Dataset, background: np.ndarray, stretch: Stretch, method: str,
+                     neighbour_distance: Mapping[int, float] | None = None) -> dict[str, Any]:
     """Metrics of a catalogue's draws (labelled ``method``) and of the baselines (module docstring).
 
-    ``background`` is the baselines' estimate of the random light, (H, W) e-/s (:func:`median_random`).
+    ``background`` is the baselines' estimate of the random light, (H, W) e-/s (:func:`median_random`);
+    ``neighbour_distance``: object_id -> arcsec to its nearest catalogued neighbour (targets table).
     """
     if "truth_galaxy" not in ds:
         raise InputError("the catalogue has no truth: evaluation needs source: synthetic")
@@ -64,6 +118,18 @@ def evaluate_dataset(ds: xr.Dataset, background: np.ndarray, stretch: Stretch, m
             "random_psnr": _summary(psnr_images(S(ran), S(tr), mask, rng)),
             "galaxy_flux_residual_pct": _summary(flux_residual(gal, tg, mask)),
         }
+    own = np.where(mask, tg, 0.0).sum((-2, -1))
+    contamination = np.where(mask, tr, 0.0).sum((-2, -1)) / np.maximum(own, 1e-12)
+    draw_flux = np.where(mask[:, None], np.nan_to_num(ds["galaxy"].values), 0.0).sum((-2, -1))
+    near = None
+    if neighbour_distance is not None:
+        near = np.array([neighbour_distance.get(int(i), np.inf) for i in ds["object_id"].values])
+    fluxes = flux_diagnostics(draw_flux, own, flux_residual(ds["galaxy_mean"].values, tg, mask), contamination, near)
+    if near is not None:
+        close = near < NEIGHBOUR_ARCSEC
+        psnr = psnr_images(S(ds["galaxy_mean"].values), S(tg), mask, rng)
+        fluxes["with_neighbour"]["galaxy_psnr_mean"] = float(psnr[close].mean()) if close.any() else None
+        fluxes["without_neighbour"]["galaxy_psnr_mean"] = float(psnr[~close].mean()) if (~close).any() else None
     best_baseline = max(("observation", "minus_median_random"), key=lambda m: methods[m]["galaxy_psnr"]["mean"])
     gain = methods[f"{method}_mean"]["galaxy_psnr"]["mean"] - methods[best_baseline]["galaxy_psnr"]["mean"]
     return {
@@ -75,15 +141,30 @@ def evaluate_dataset(ds: xr.Dataset, background: np.ndarray, stretch: Stretch, m
         "methods": methods,
         "best_baseline": best_baseline,
         "galaxy_psnr_gain_db": float(gain),
+        "fluxes": fluxes,
     }
 
 
+def _neighbours(targets: str | Path | None) -> dict[int, float] | None:
+    """object_id -> neighbour_distance [arcsec] from a targets table, None without the column."""
+    if targets is None:
+        return None
+    from astropy.table import Table
+
+    t = Table.read(targets, format="ascii.ecsv")
+    if "neighbour_distance" not in t.colnames:
+        return None
+    return {int(i): float(d) for i, d in zip(t["object_id"], np.asarray(t["neighbour_distance"]), strict=True)}
+
+
 def write_metrics(
-    catalogue: str, randoms_cutouts: str, views: Mapping[str, Any], out: str, log: Callable[[str], None] = print
+    catalogue: str, randoms_cutouts: str, views: Mapping[str, Any], out: str, log: Callable[[str], None] = print,
+    targets: str | None = None,
 ) -> dict[str, Any]:
     stretch = Stretch.from_config(views)
     ds = xr.open_zarr(catalogue, consolidated=False)
-    metrics = evaluate_dataset(ds, median_random(randoms_cutouts), stretch, ds.attrs.get("method", "ddprism"))
+    metrics = evaluate_dataset(ds, median_random(randoms_cutouts), stretch, ds.attrs.get("method", "ddprism"),
+                               _neighbours(targets))
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     for name, m in metrics["methods"].items():
@@ -91,4 +172,11 @@ def write_metrics(
         log(f"{name:>22}: galaxy PSNR {m['galaxy_psnr']['mean']:.2f} dB, random PSNR {m['random_psnr']['mean']:.2f}"
             f" dB, flux residual {residual['median']:+.1f}% +- {residual['spread']:.1f}%")
     log(f"{metrics['method']} mean beats {metrics['best_baseline']} by {metrics['galaxy_psnr_gain_db']:.2f} dB")
+    fl = metrics["fluxes"]
+    for b in fl["by_contamination"]:
+        if b["count"]:
+            log(f"contamination {b['contamination']}: {b['count']} galaxies, flux {b['median']:+.1f}% "
+                f"+- {b['spread']:.1f}%, {100 * b['off_by_50pct']:.0f}% off by > 50%")
+    log(f"16-84% flux interval covers the truth for {100 * fl['interval_16_84_coverage']:.0f}% of galaxies "
+        f"({100 * fl['interval_16_84_expected']:.0f}% expected of {fl['draws']} calibrated draws)")
     return metrics

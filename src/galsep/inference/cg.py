@@ -43,8 +43,9 @@ def _pad(s: Tensor, x: Tensor) -> Tensor:
 
 def conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]], b: Tensor, *,
                        maxiter: int, tol: float = 0.0, floor: float = 1e-32,
-                       regularisation: float = 0.0, aux: bool = False) -> CGResult:
-    """Solve (M + lambda I) x = b per sample from x0 = 0.
+                       regularisation: float = 0.0, aux: bool = False,
+                       precond: Tensor | None = None, x0: Tensor | None = None) -> CGResult:
+    """Solve (M + lambda I) x = b per sample from x0 (default 0), optionally preconditioned by a diagonal P.
 
     Args:
         matvec: v (B, *S) -> M v (B, *S), or (M v, L v) with L linear (batch-first) when ``aux``.
@@ -54,6 +55,10 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]
         floor: lower bound on a positive curvature p^T (M + lambda I) p in the step-size division.
         regularisation: lambda >= 0 added to the diagonal.
         aux: the matvec returns a pair; the result carries L x.
+        precond: diagonal of P ~ M + lambda I, shape (B, *S), positive: CG then runs on P^-1/2 M P^-1/2
+            (Jacobi preconditioning), so a P that captures M's spread of scales (heteroscedastic noise,
+            masked pixels) makes even one iteration nearly exact. None is P = I.
+        x0: starting point (B, *S), e.g. the solution of a nearby system; costs one more matvec.
     Returns:
         :class:`CGResult`.
     """
@@ -67,10 +72,17 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]
             mv = mv + regularisation * v
         return mv, lv
 
-    x = torch.zeros_like(b)
-    lx = None
-    r = b
-    p = r
+    def solve_p(r: Tensor) -> Tensor:
+        return r if precond is None else r / precond
+
+    if x0 is None:
+        x, lx, r = torch.zeros_like(b), None, b
+    else:
+        m0, lx = apply(x0)
+        x, r = x0, b - m0
+    z = solve_p(r)
+    p = z
+    rz = _dot(r, z)
     rr = _dot(r, r)
     it = 0
     for it in range(1, maxiter + 1):
@@ -83,18 +95,19 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]
         ok = active & torch.isfinite(curv) & (curv > 0)
         # zero the step where the curvature is unusable or the sample has converged, as the reference
         # does; torch.where (not alpha * ...) so that a NaN in M p cannot leak into a skipped sample
-        alpha = torch.where(ok, rr / curv.clamp_min(floor), torch.zeros_like(rr))
+        alpha = torch.where(ok, rz / curv.clamp_min(floor), torch.zeros_like(rz))
         x = torch.where(_pad(ok, x), x + _pad(alpha, x) * p, x)
         if aux:
             assert lp is not None  # the matvec returned its pair
             step = torch.where(_pad(ok, lp), _pad(alpha, lp) * lp, torch.zeros_like(lp))
             lx = step if lx is None else lx + step
         r = torch.where(_pad(ok, r), r - _pad(alpha, r) * mp, r)
-        rr_new = _dot(r, r)
-        beta = rr_new / rr.clamp_min(floor)
+        z = solve_p(r)
+        rz_new = _dot(r, z)
+        beta = rz_new / rz.clamp_min(floor)
         # a broken sample restarts from steepest descent; a converged one keeps its direction
-        p = torch.where(_pad(ok, p), r + _pad(beta, p) * p, torch.where(_pad(active, p), r, p))
-        rr = rr_new
+        p = torch.where(_pad(ok, p), z + _pad(beta, p) * p, torch.where(_pad(active, p), z, p))
+        rz, rr = rz_new, _dot(r, r)
     if aux and lx is None:  # every b was already solved by x0 = 0; L 0 = 0 but its shape comes from L
         lx = torch.zeros_like(cast(Tensor, apply(x)[1]))
     return CGResult(x, rr.sqrt(), lx, it)
@@ -103,7 +116,8 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]
 def adaptive_conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]], b: Tensor, *,
                                 maxiter: int, tol: float = 0.0, floor: float = 1e-32,
                                 regularisation: float | None = None, threshold: float | None = None,
-                                aux: bool = False) -> CGResult:
+                                aux: bool = False, precond: Tensor | None = None,
+                                x0: Tensor | None = None) -> CGResult:
     """CG, re-solved with +lambda I and the curvature ``floor`` for samples whose residual exceeds ``threshold``.
 
     This is the reference's adaptive regularisation: the first solve is plain (tiny floor); only when some
@@ -112,14 +126,14 @@ def adaptive_conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor
     None disables the re-solve. Shapes as in :func:`conjugate_gradient`; the residual returned is that
     of the system each sample was finally solved for.
     """
-    plain = conjugate_gradient(matvec, b, maxiter=maxiter, tol=tol, aux=aux)
+    plain = conjugate_gradient(matvec, b, maxiter=maxiter, tol=tol, aux=aux, precond=precond, x0=x0)
     if regularisation is None or threshold is None:
         return plain
     bad = ~(plain.residual <= threshold)  # NaN residuals count as bad
     if not bool(bad.any()):
         return plain
-    reg = conjugate_gradient(matvec, b, maxiter=maxiter, tol=tol, floor=floor,
-                             regularisation=regularisation, aux=aux)
+    reg = conjugate_gradient(matvec, b, maxiter=maxiter, tol=tol, floor=floor, regularisation=regularisation,
+                             aux=aux, precond=None if precond is None else precond + regularisation, x0=x0)
 
     def pick(u: Tensor, v: Tensor) -> Tensor:
         return torch.where(_pad(bad, u), v, u)

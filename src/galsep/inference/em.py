@@ -37,8 +37,8 @@ __all__ = ["MStep", "e_step", "gaussian_start", "m_step", "sampler_kwargs", "sch
 Log = Callable[[str], None]
 
 # the keys of a config ``sampler`` section, all required: the schemas document each with its default
-SAMPLER_KEYS = ("steps", "corrections", "tau", "cg_iters", "cg_tol", "denom_floor", "regularisation",
-                "reg_threshold", "batch_size")
+SAMPLER_KEYS = ("steps", "corrections", "tau", "cg_iters", "precondition", "warm_start", "cg_tol", "denom_floor",
+                "regularisation", "reg_threshold", "batch_size")
 
 
 def sampler_kwargs(sampler: Mapping[str, Any], schedule: VESchedule) -> dict[str, Any]:
@@ -146,7 +146,8 @@ def e_step(method: str, priors: Sequence[Prior], obs: Observations, sampler: Map
             raise ValueError("a Gibbs E-step needs its settings (rounds, steps)")
         init = previous if previous is not None else torch.zeros(len(obs), len(priors), *obs.shape,
                                                                  device=obs.y.device)
-        cg = {k: kw[k] for k in ("cg_iters", "cg_tol", "denom_floor", "regularisation", "reg_threshold")}
+        cg = {k: kw[k] for k in ("cg_iters", "precondition", "warm_start", "cg_tol", "denom_floor", "regularisation",
+                                 "reg_threshold")}
         return gibbs_sample(priors, obs.operators(), obs.y, obs.variance, shape=obs.shape, schedule=schedule,
                             rounds=gibbs["rounds"], steps=gibbs["steps"], corrections=kw["corrections"],
                             tau=kw["tau"], init=init, generator=generator, **cg)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from galsep.inference.mmps import Operator, SamplingSettings, sample_joint_posterior
 
-__all__ = ["LowRankGaussian", "fit_ppca", "gaussian_em"]
+__all__ = ["LowRankGaussian", "fit_ppca", "gaussian_em", "operator_matrix", "posterior_moments"]
 
 
 class LowRankGaussian(nn.Module):
@@ -179,3 +179,35 @@ def gaussian_em(y: Tensor, operators: Sequence[Operator], noise_var: Tensor, *, 
         if log is not None:
             log(lap, priors, samples)
     return priors, samples
+
+
+def operator_matrix(op: Operator, batch: int, shape: Sequence[int], dtype: torch.dtype = torch.float64) -> Tensor:
+    """The dense matrices (B, Dy, D) of a batched operator of B rows on states of shape S (D = prod(S)).
+
+    For small D only (closed-form checks): it applies ``op`` to each of the D basis vectors.
+    """
+    D = math.prod(shape)
+    basis = torch.eye(D, dtype=dtype).reshape(D, *shape)
+    return torch.stack([op(basis[d].expand(batch, *shape)).flatten(1) for d in range(D)], -1)
+
+
+def posterior_moments(priors: Sequence[LowRankGaussian], operators: Sequence[Operator], y: Tensor,
+                      noise_var: Tensor, shape: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Exact joint posterior of K Gaussian sources given y = sum_k A_k x_k + n, n ~ N(0, diag(noise_var)).
+
+    With the joint prior N(m, C) (C block-diagonal) and A = [A_1 ... A_K]:
+    E[x | y] = m + C A^T S^-1 (y - A m), Cov[x | y] = C - C A^T S^-1 A C, S = A C A^T + diag(noise_var).
+    Dense: for small states only (the closed-form checks of the sampler).
+
+    Args:
+        priors: K priors on states of shape S; operators: K batched operators; y, noise_var: (B, *Sy).
+    Returns:
+        mean (B, K D) and covariance (B, K D, K D), in float64, the sources concatenated in order.
+    """
+    m = torch.cat([p.mean.double() for p in priors])
+    C = torch.block_diag(*[p.covariance().double() for p in priors])
+    A = torch.cat([operator_matrix(op, y.shape[0], shape) for op in operators], -1)
+    S = A @ C @ A.mT + torch.diag_embed(noise_var.flatten(1).double())
+    K = torch.linalg.solve(S, A @ C).mT
+    mean = m + (K @ (y.flatten(1).double() - A @ m)[..., None])[..., 0]
+    return mean, C - K @ A @ C

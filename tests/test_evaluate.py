@@ -1,0 +1,42 @@
+"""Flux diagnostics of the evaluation: contamination bins, neighbours and the calibration of the draws."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from galsep.evaluation.evaluate import flux_diagnostics
+
+
+def test_calibrated_draws_cover_the_truth_as_expected_for_their_number() -> None:
+    """Truth and n draws from the same distribution: coverage ~0.68 (n-1)/(n+1), a flat rank histogram."""
+    rng = np.random.default_rng(0)
+    N, n = 20000, 8
+    centre = rng.uniform(50, 150, N)
+    true = centre + 10 * rng.standard_normal(N)
+    draws = centre[:, None] + 10 * rng.standard_normal((N, n))
+    res = 100 * (draws.mean(1) - true) / true
+    contamination = rng.uniform(0, 1, N)
+    out = flux_diagnostics(draws, true, res, contamination, neighbour_distance=rng.uniform(0, 5, N))
+    assert abs(out["interval_16_84_coverage"] - out["interval_16_84_expected"]) < 0.015
+    assert abs(out["interval_16_84_expected"] - 0.68 * 7 / 9) < 1e-12
+    hist = np.array(out["truth_rank_histogram"])
+    assert hist.sum() == N and np.abs(hist / N - 1 / (n + 1)).max() < 0.01
+    # draws twice too narrow cover clearly less
+    narrow = centre[:, None] + 5 * rng.standard_normal((N, n))
+    assert flux_diagnostics(narrow, true, res, contamination)["interval_16_84_coverage"] < 0.4
+    counts = [b["count"] for b in out["by_contamination"]]
+    assert sum(counts) == N and counts[0] == np.sum(contamination < 0.05)
+    assert out["with_neighbour"]["count"] + out["without_neighbour"]["count"] == N
+
+
+def test_a_biased_bin_shows_its_bias_and_the_others_do_not() -> None:
+    rng = np.random.default_rng(1)
+    N = 4000
+    contamination = rng.uniform(0, 1, N)
+    res = rng.normal(0, 5, N) + np.where(contamination >= 0.5, 40.0, 0.0)
+    true = np.full(N, 100.0)
+    draws = true[:, None] * (1 + res[:, None] / 100) + rng.normal(0, 1, (N, 4))
+    bins = flux_diagnostics(draws, true, res, contamination)["by_contamination"]
+    assert [b["contamination"] for b in bins] == [[0.0, 0.05], [0.05, 0.2], [0.2, 0.5], [0.5, None]]
+    assert all(abs(b["median"]) < 1.5 for b in bins[:3]) and abs(bins[3]["median"] - 40) < 1.5
+    assert bins[3]["spread"] < 7 and bins[3]["off_by_50pct"] < 0.1
