@@ -12,6 +12,7 @@ control: what retraining alone costs).
     .venv/bin/python benchmarks/manifold_oracle.py                       # ~5 minutes on one CPU core
     .venv/bin/python benchmarks/manifold_oracle.py --steps 64 256 --em-laps 3 --em-pc-steps 64
     .venv/bin/python benchmarks/manifold_oracle.py --steps 256 --em-laps 3 --em-pc-steps 256 --em-on-truth
+    .venv/bin/python benchmarks/manifold_oracle.py --steps 64 --set '{"cg_iters": 2, "warm_start": true}'
 
 Prints JSON. Settings (data, network, schedule, sampler tau) come from workflow/configs/manifold.yaml;
 every draw is seeded from config.yaml's seed.
@@ -52,12 +53,15 @@ def main() -> None:
     parser.add_argument("--em-on-truth", action="store_true",
                         help="control: retrain on the true sources instead of the draws")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", type=json.loads, default={},
+                        help='sampler overrides (JSON), e.g. {"cg_iters": 2, "warm_start": true}')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     seed = int(yaml.safe_load((ROOT / "config.yaml").read_text())["seed"])
     m = yaml.safe_load(Path(args.config).read_text())["manifold"]
-    em, sampler = m["contrastive"], m["contrastive"]["sampler"]
+    em = m["contrastive"]
+    sampler = {"precondition": False, "warm_start": False, **em["sampler"], **args.set}
     data = make_dataset(dataset("contrastive"), m["data"], seed)
     obs = observations(data, [1], [0, 1])  # view 2: sources 1 and 2
     n = min(m["metrics"]["sinkhorn_samples"], len(obs))
@@ -100,6 +104,7 @@ def main() -> None:
         "oracle_final_loss": [round(statistics.fmean(x[-100:]), 4) for x in losses],
         "em_on_truth": args.em_on_truth, "paper_target_psnr": PAPER["contrastive-2"]["ddprism"]["posterior_psnr"],
         "paper_pc_steps": 16384,
+        "sampler": {k: v for k, v in sampler.items() if k != "steps"},
         "by_pc_steps": rows, "em_from_oracle": laps,
     }, indent=2))
 

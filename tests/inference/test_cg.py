@@ -128,3 +128,28 @@ def test_warm_start_from_the_solution_needs_no_iteration_and_carries_the_aux_map
     near = conjugate_gradient(matvec, b, maxiter=n, aux=True, x0=x + 0.1)
     assert torch.allclose(near.x, x, atol=1e-8)
     assert torch.allclose(near.aux, torch.einsum("bij,bj->bi", L, near.x), atol=1e-8)
+
+
+def test_best_iterate_is_never_worse_than_no_solve_on_a_non_symmetric_system() -> None:
+    """M = I + 5 K with K antisymmetric: p^T M p > 0, so no step is skipped, yet CG's residual grows 5x.
+
+    With ``best`` the solve returns each sample's iterate of smallest residual (0 included), and the
+    residual it reports is that iterate's; the aux map follows the chosen iterate.
+    """
+    B, n = 4, 12
+    g = torch.Generator().manual_seed(11)
+    a = torch.randn(B, n, n, generator=g, dtype=torch.float64)
+    M = torch.eye(n, dtype=torch.float64) + 5 * (a - a.mT) / 2
+    b = torch.randn(B, n, generator=g, dtype=torch.float64)
+    L = torch.randn(B, 2, n, generator=g, dtype=torch.float64)
+
+    def matvec(v: Tensor) -> tuple[Tensor, Tensor]:
+        return _matvec(M, (n,))(v), torch.einsum("bij,bj->bi", L, v)
+
+    plain = conjugate_gradient(matvec, b, maxiter=2, aux=True)
+    safe = conjugate_gradient(matvec, b, maxiter=2, aux=True, best=True)
+    assert (plain.residual > b.norm(dim=1)).any()  # the plain solve is worse than v = 0 somewhere
+    assert (safe.residual <= b.norm(dim=1) + 1e-12).all()
+    true_res = (b - torch.einsum("bij,bj->bi", M, safe.x)).norm(dim=1)
+    assert torch.allclose(safe.residual, true_res, atol=1e-10)
+    assert torch.allclose(safe.aux, torch.einsum("bij,bj->bi", L, safe.x), atol=1e-10)

@@ -44,7 +44,7 @@ def _pad(s: Tensor, x: Tensor) -> Tensor:
 def conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]], b: Tensor, *,
                        maxiter: int, tol: float = 0.0, floor: float = 1e-32,
                        regularisation: float = 0.0, aux: bool = False,
-                       precond: Tensor | None = None, x0: Tensor | None = None) -> CGResult:
+                       precond: Tensor | None = None, x0: Tensor | None = None, best: bool = False) -> CGResult:
     """Solve (M + lambda I) x = b per sample from x0 (default 0), optionally preconditioned by a diagonal P.
 
     Args:
@@ -59,6 +59,9 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]
             (Jacobi preconditioning), so a P that captures M's spread of scales (heteroscedastic noise,
             masked pixels) makes even one iteration nearly exact. None is P = I.
         x0: starting point (B, *S), e.g. the solution of a nearby system; costs one more matvec.
+        best: return each sample's iterate of smallest residual norm among 0, x0 and the iterates, not
+            the last: with an indefinite or non-symmetric M (a learned Jacobian at large sigma) CG can
+            diverge, and a solve must then not be worse than no correction at all.
     Returns:
         :class:`CGResult`.
     """
@@ -84,6 +87,19 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]
     p = z
     rz = _dot(r, z)
     rr = _dot(r, r)
+    # the best iterate so far per sample, starting from x = 0 (residual b); its L x (None: L 0)
+    best_x, best_lx, best_rr = torch.zeros_like(b), None, _dot(b, b)
+
+    def keep(x: Tensor, lx: Tensor | None, rr: Tensor) -> None:
+        nonlocal best_x, best_lx, best_rr
+        take = rr < best_rr  # NaN never wins
+        best_x = torch.where(_pad(take, x), x, best_x)
+        if lx is not None:
+            best_lx = torch.where(_pad(take, lx), lx, torch.zeros_like(lx) if best_lx is None else best_lx)
+        best_rr = torch.where(take, rr, best_rr)
+
+    if best and x0 is not None:
+        keep(x, lx, rr)
     it = 0
     for it in range(1, maxiter + 1):
         active = rr.sqrt() > tol
@@ -108,6 +124,10 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]
         # a broken sample restarts from steepest descent; a converged one keeps its direction
         p = torch.where(_pad(ok, p), z + _pad(beta, p) * p, torch.where(_pad(active, p), z, p))
         rz, rr = rz_new, _dot(r, r)
+        if best:
+            keep(x, lx, rr)
+    if best:
+        x, lx, rr = best_x, best_lx, best_rr
     if aux and lx is None:  # every b was already solved by x0 = 0; L 0 = 0 but its shape comes from L
         lx = torch.zeros_like(cast(Tensor, apply(x)[1]))
     return CGResult(x, rr.sqrt(), lx, it)
@@ -117,7 +137,7 @@ def adaptive_conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor
                                 maxiter: int, tol: float = 0.0, floor: float = 1e-32,
                                 regularisation: float | None = None, threshold: float | None = None,
                                 aux: bool = False, precond: Tensor | None = None,
-                                x0: Tensor | None = None) -> CGResult:
+                                x0: Tensor | None = None, best: bool = False) -> CGResult:
     """CG, re-solved with +lambda I and the curvature ``floor`` for samples whose residual exceeds ``threshold``.
 
     This is the reference's adaptive regularisation: the first solve is plain (tiny floor); only when some
@@ -126,14 +146,15 @@ def adaptive_conjugate_gradient(matvec: Callable[[Tensor], Tensor | tuple[Tensor
     None disables the re-solve. Shapes as in :func:`conjugate_gradient`; the residual returned is that
     of the system each sample was finally solved for.
     """
-    plain = conjugate_gradient(matvec, b, maxiter=maxiter, tol=tol, aux=aux, precond=precond, x0=x0)
+    plain = conjugate_gradient(matvec, b, maxiter=maxiter, tol=tol, aux=aux, precond=precond, x0=x0, best=best)
     if regularisation is None or threshold is None:
         return plain
     bad = ~(plain.residual <= threshold)  # NaN residuals count as bad
     if not bool(bad.any()):
         return plain
     reg = conjugate_gradient(matvec, b, maxiter=maxiter, tol=tol, floor=floor, regularisation=regularisation,
-                             aux=aux, precond=None if precond is None else precond + regularisation, x0=x0)
+                             aux=aux, precond=None if precond is None else precond + regularisation, x0=x0,
+                             best=best)
 
     def pick(u: Tensor, v: Tensor) -> Tensor:
         return torch.where(_pad(bad, u), v, u)
