@@ -136,8 +136,8 @@ def unet28() -> Case:
     # galsep's U-Net has neither, and 3 blocks per level give the same size (3.34M parameters per source)
     network = {"channels": [32, 64, 128], "blocks": 3, "attention_levels": [2], "heads": 4, "emb_features": 64,
                "dropout": 0.1}
-    sampler = {"steps": 64, "corrections": 1, "tau": 1e-2, "cg_iters": 1, "cg_tol": 1e-6, "denom_floor": 1e-2,
-               "regularisation": 1e-6, "reg_threshold": 5e-2, "batch_size": None}
+    sampler = {"steps": 64, "corrections": 1, "tau": 1e-2, "cg_iters": 1, "precondition": False, "warm_start": False,
+               "cg_tol": 1e-6, "denom_floor": 1e-2, "regularisation": 1e-6, "reg_threshold": 5e-2, "batch_size": None}
     # training batch: the paper's 1920 takes ~30 s a step on a 2-core CPU; --train-batch 1920 for it
     train = {"batch_size": 128, "lr": 1e-3, "lr_schedule": "cosine", "grad_clip": 1.0, "ema_decay": 0.999,
              "weight_decay": 0.0}
@@ -173,8 +173,8 @@ def unet64() -> Case:
     """The earlier posterior.py default: 64x64, galsep.inference.nets.UNet()'s defaults, half the batch downsampled."""
     network = {"channels": [16, 32], "blocks": 2, "attention_levels": [1], "heads": 1, "emb_features": 64,
                "dropout": 0.0}
-    sampler = {"steps": 64, "corrections": 1, "tau": 0.1, "cg_iters": 1, "cg_tol": 1e-6, "denom_floor": 1e-3,
-               "regularisation": 1e-2, "reg_threshold": 10.0, "batch_size": None}
+    sampler = {"steps": 64, "corrections": 1, "tau": 0.1, "cg_iters": 1, "precondition": False, "warm_start": False,
+               "cg_tol": 1e-6, "denom_floor": 1e-3, "regularisation": 1e-2, "reg_threshold": 10.0, "batch_size": None}
     train = {"batch_size": 32, "lr": 1e-3, "lr_schedule": "cosine", "grad_clip": 1.0, "ema_decay": 0.99,
              "weight_decay": 0.0}
     return Case("unet64", "64x64 U-Net() defaults, 2 sources", (64, 64), network, 2, (1e-3, 10.0), sampler, train,
@@ -189,8 +189,8 @@ def paper() -> Case:
     # for every attention level (the reference uses 4, 8, 16), which changes no parameter
     network = {"channels": [64, 128, 256, 256, 512], "blocks": 3, "attention_levels": [2, 3, 4], "heads": 4,
                "emb_features": 64, "dropout": 0.1}
-    sampler = {"steps": 64, "corrections": 1, "tau": 0.1, "cg_iters": 1, "cg_tol": 1e-6, "denom_floor": 1e-3,
-               "regularisation": 1e-2, "reg_threshold": 10.0, "batch_size": None}
+    sampler = {"steps": 64, "corrections": 1, "tau": 0.1, "cg_iters": 1, "precondition": False, "warm_start": False,
+               "cg_tol": 1e-6, "denom_floor": 1e-3, "regularisation": 1e-2, "reg_threshold": 10.0, "batch_size": None}
     train = {"batch_size": 64, "lr": 1e-5, "lr_schedule": "cosine", "grad_clip": 1.0, "ema_decay": 0.995,
              "weight_decay": 0.0}
     return Case("paper", "DDPRISM galaxy size: 128x128 U-Net, 2 sources", (128, 128), network, 16, (1e-2, 1e1),
