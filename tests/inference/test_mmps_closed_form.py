@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from galsep.inference.gaussian import LowRankGaussian
+from galsep.inference.gaussian import LowRankGaussian, operator_matrix
 from galsep.inference.mmps import JointPosterior, sample_joint_posterior
 from galsep.inference.schedule import VESchedule
 from galsep.data.operators import DenseOperator, PixelOperator
@@ -55,11 +55,8 @@ def _problem(B: int, side: int, seed: int, absent: bool = True):
 
 
 def _matrix(op: PixelOperator, b: int, side: int) -> Tensor:
-    """Dense matrix (D, D) of sample b's operator, from its action on the basis."""
-    D = side * side
-    basis = torch.eye(D, dtype=F64).reshape(D, side, side)
-    one = PixelOperator(op.mask[b].expand(D, side, side), op.factor[b].expand(D), op.coef[b].expand(D))
-    return one(basis).reshape(D, D).T
+    """Dense matrix (D, D) of sample b's operator (galsep's own ``operator_matrix``)."""
+    return operator_matrix(op[b:b + 1], 1, (side, side))[0]
 
 
 def _closed_form(priors, ops, y, noise_var, side: int, x_t: Tensor | None = None,

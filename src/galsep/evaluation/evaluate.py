@@ -111,10 +111,11 @@ def evaluate_dataset(ds: xr.Dataset, background: np.ndarray, stretch: Stretch, m
         "observation": (obs, np.zeros_like(obs)),
         "minus_median_random": (obs - background, np.broadcast_to(background, obs.shape)),
     }
-    methods = {}
+    methods, galaxy_psnr = {}, {}
     for name, (gal, ran) in estimates.items():
+        galaxy_psnr[name] = psnr_images(S(gal), S(tg), mask, rng)
         methods[name] = {
-            "galaxy_psnr": _summary(psnr_images(S(gal), S(tg), mask, rng)),
+            "galaxy_psnr": _summary(galaxy_psnr[name]),
             "random_psnr": _summary(psnr_images(S(ran), S(tr), mask, rng)),
             "galaxy_flux_residual_pct": _summary(flux_residual(gal, tg, mask)),
         }
@@ -127,7 +128,7 @@ def evaluate_dataset(ds: xr.Dataset, background: np.ndarray, stretch: Stretch, m
     fluxes = flux_diagnostics(draw_flux, own, flux_residual(ds["galaxy_mean"].values, tg, mask), contamination, near)
     if near is not None:
         close = near < NEIGHBOUR_ARCSEC
-        psnr = psnr_images(S(ds["galaxy_mean"].values), S(tg), mask, rng)
+        psnr = galaxy_psnr[f"{method}_mean"]
         fluxes["with_neighbour"]["galaxy_psnr_mean"] = float(psnr[close].mean()) if close.any() else None
         fluxes["without_neighbour"]["galaxy_psnr_mean"] = float(psnr[~close].mean()) if (~close).any() else None
     best_baseline = max(("observation", "minus_median_random"), key=lambda m: methods[m]["galaxy_psnr"]["mean"])
