@@ -40,3 +40,32 @@ def test_a_biased_bin_shows_its_bias_and_the_others_do_not() -> None:
     assert [b["contamination"] for b in bins] == [[0.0, 0.05], [0.05, 0.2], [0.2, 0.5], [0.5, None]]
     assert all(abs(b["median"]) < 1.5 for b in bins[:3]) and abs(bins[3]["median"] - 40) < 1.5
     assert bins[3]["spread"] < 7 and bins[3]["off_by_50pct"] < 0.1
+
+
+def test_exact_posterior_means_regress_in_truth_bins_and_not_in_estimate_bins() -> None:
+    """Closed-form two-source posterior (Gaussian fluxes g, r seen as y1 = g + r + n1, y2 = r + n2).
+
+    y2 (light outside the galaxy) only partly reveals r, so galaxies selected for having little true
+    contamination come out low and the most contaminated high, though the estimator is exact; binned on
+    the estimate's own contamination the total flux bias vanishes (E[g - E[g | y] | f(y)] = 0).
+    """
+    rng = np.random.default_rng(2)
+    N, n = 200_000, 8
+    m, C = np.array([100.0, 25.0]), np.diag([30.0**2, 15.0**2])
+    A, noise = np.array([[1.0, 1.0], [0.0, 1.0]]), np.diag([5.0**2, 12.0**2])
+    x = m + rng.standard_normal((N, 2)) * np.sqrt(np.diag(C))
+    y = x @ A.T + rng.standard_normal((N, 2)) * np.sqrt(np.diag(noise))
+    gain = C @ A.T @ np.linalg.inv(A @ C @ A.T + noise)
+    x_hat = m + (y - m @ A.T) @ gain.T
+    post_sd = np.sqrt((C - gain @ A @ C)[0, 0])
+    draws = x_hat[:, :1] + post_sd * rng.standard_normal((N, n))
+    keep = (x_hat[:, 0] > 1) & (x_hat[:, 1] > 0)  # selected on the data only, as a user can
+    (g, r), (g_hat, r_hat), draws = x[keep].T, x_hat[keep].T, draws[keep]
+    out = flux_diagnostics(draws, g, 100 * (g_hat - g) / g, r / g, mean_flux=g_hat,
+                           estimated_contamination=r_hat / g_hat)
+    truth_bins, estimate_bins = out["by_contamination"], out["by_estimated_contamination"]
+    assert truth_bins[0]["total_flux_bias_pct"] < -5 and truth_bins[3]["total_flux_bias_pct"] > 5
+    populated = [b for b in estimate_bins if b["count"] > 1000]
+    assert len(populated) >= 3
+    assert all(abs(b["total_flux_bias_pct"]) < 1.0 for b in populated)
+    assert abs(out["interval_16_84_coverage"] - out["interval_16_84_expected"]) < 0.01

@@ -102,6 +102,7 @@ def test_em_files_and_metrics(run):
     fluxes = metrics["fluxes"]
     n = xr.open_zarr(run / "results/catalogue.zarr", consolidated=False).sizes["object"]
     assert sum(b["count"] for b in fluxes["by_contamination"]) == n
+    assert sum(b["count"] for b in fluxes["by_estimated_contamination"]) == n
     assert sum(fluxes["truth_rank_histogram"]) == n and len(fluxes["truth_rank_histogram"]) == fluxes["draws"] + 1
     assert 0 <= fluxes["interval_16_84_coverage"] <= 1
     # the synthetic targets table has neighbour distances: the split is there and covers every galaxy

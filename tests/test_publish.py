@@ -67,3 +67,26 @@ def test_card_of_a_ddprism_catalogue_says_ddprism(tmp_path):
 def test_method_falls_back_to_the_recorded_config():
     assert catalogue_method(xr.Dataset(attrs={"method": "basis"})) == "basis"
     assert catalogue_method(xr.Dataset(attrs={"config": json.dumps({"method": "nes"})})) == "nes"
+
+
+def test_card_reports_the_flux_residuals_by_both_kinds_of_contamination_bins(tmp_path):
+    from galsep.evaluation.evaluate import flux_diagnostics
+
+    rng = np.random.default_rng(3)
+    true = rng.uniform(50, 150, 400)
+    draws = true[:, None] * (1 + rng.normal(0, 0.1, (400, 8)))
+    fluxes = flux_diagnostics(draws, true, 100 * (draws.mean(1) / true - 1), rng.uniform(0, 1, 400),
+                              mean_flux=draws.mean(1), estimated_contamination=rng.uniform(0, 1, 400))
+    metrics = {"method": "ddprism", "best_baseline": "observation", "fluxes": fluxes,
+               "methods": {"ddprism_mean": {"galaxy_psnr": {"mean": 50.0}},
+                           "observation": {"galaxy_psnr": {"mean": 45.0}}}}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    catalogue, config = made_by(tmp_path, "ddprism")
+    publish(str(catalogue), str(tmp_path / "metrics.json"), str(tmp_path / "publish"), config, log=lambda _: None)
+    card = (tmp_path / "publish" / "DATACARD.md").read_text()
+    assert "## What a galaxy flux means" in card
+    row = next(line for line in card.splitlines() if line.startswith("| 0.5- |"))
+    truth, estimate = row.split("|")[2:4]
+    assert f"({fluxes['by_contamination'][3]['count']})" in truth
+    assert f"({fluxes['by_estimated_contamination'][3]['count']})" in estimate
+    assert f"{fluxes['interval_16_84_coverage']:.2f} of galaxies" in card
