@@ -30,8 +30,8 @@ What :func:`measure` reports for a case with B observations, K sources of shape 
 - peak memory: CUDA ``max_memory_allocated`` over the timed runs, else the process's max RSS so far
   (CPU; so run each case in its own process, as posterior.py does).
 - bf16: each network runs under ``torch.autocast(device_type, dtype=torch.bfloat16)`` and its output is
-  cast back to float32 (:class:`Autocast`), so the EDM preconditioning, the CG and the sampler's
-  arithmetic stay float32.
+  cast back to float32 (galsep's ``precision: bfloat16``, :class:`galsep.inference.denoiser.Autocast`),
+  so the EDM preconditioning, the CG and the sampler's arithmetic stay float32.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from galsep.data.operators import DenseOperator, PixelOperator
-from galsep.inference.denoiser import EDMDenoiser
+from galsep.inference.denoiser import EDMDenoiser, set_precision
 from galsep.inference.em import sampler_kwargs
 from galsep.inference.mmps import JointPosterior, Operator, PosteriorSettings, sample_joint_posterior
 from galsep.inference.priors import Prior, build_denoiser
@@ -61,7 +61,7 @@ from galsep.inference.training import train_denoiser
 from galsep.manifold.data import random_projections
 from galsep.seeding import derive_seed, generator
 
-__all__ = ["CASES", "Autocast", "Case", "PassCounter", "Problem", "config_seed", "denoiser", "device_name",
+__all__ = ["CASES", "Case", "PassCounter", "Problem", "config_seed", "denoiser", "device_name",
            "matmul_gflops", "measure", "pixel_operator", "problem", "smoke", "synchronize", "validated_config",
            "with_overrides"]
 
@@ -222,29 +222,12 @@ def with_overrides(case: Case, *, sampler: Mapping[str, Any] | None = None,
         train_steps=case.train_steps if train_steps is None else train_steps)
 
 
-class Autocast(nn.Module):
-    """``net(x, log_sigma)`` under ``torch.autocast(device_type, bfloat16)``, its output cast back to float32.
-
-    Sits inside the EDM denoiser, so the preconditioning and everything outside the network stay float32.
-    """
-
-    def __init__(self, net: nn.Module, device_type: str) -> None:
-        super().__init__()
-        self.net, self.device_type = net, device_type
-
-    def forward(self, x: Tensor, log_sigma: Tensor) -> Tensor:
-        """x (B, *S), log_sigma (B,) -> (B, *S) float32."""
-        with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            out = self.net(x, log_sigma)
-        return out.float()
-
-
 def denoiser(case: Case, device: torch.device, bf16: bool) -> tuple[EDMDenoiser, nn.Module]:
-    """A fresh EDM denoiser of the case's network on ``device`` (bf16: under :class:`Autocast`) and the bare network."""
+    """A fresh EDM denoiser of the case's network on ``device`` (bf16: under galsep's
+    :class:`~galsep.inference.denoiser.Autocast`, as ``precision: bfloat16`` runs it) and the bare network."""
     den = build_denoiser(case.network, case.shape)
     net = den.net
-    if bf16:
-        den.net = Autocast(net, device.type)
+    set_precision(den, "bfloat16" if bf16 else "float32")
     return den.to(device), net
 
 

@@ -66,6 +66,7 @@ def chain_params(**sections):
     return as_json(
         seed=config["seed"],
         device=config["device"],
+        precision=config["precision"],
         schedule=config["em"]["schedule"],
         views=VIEWS,
         diffusion=config["diffusion"],
@@ -96,6 +97,7 @@ def method_params(method):
     return as_json(
         seed=config["seed"],
         device=config["device"],
+        precision=config["precision"],
         diffusion=config["diffusion"],
         clip=config["views"]["clip"],
         settings=method_settings(method),

@@ -30,6 +30,7 @@ def wf(tmp_path_factory):
         ("cutouts: {size: -64}", "size", "less than the minimum"),  # negative size
         ("cutouts: {size: 2000}", "cutouts.size", "larger than the covered part"),  # cutout > tile
         ("source: hubble", "source", "is not one of"),
+        ("precision: float16", "precision", "is not one of"),
     ],
 )
 def test_bad_config_fails_naming_the_key(wf, tmp_path, override, key, reason):

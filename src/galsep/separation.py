@@ -108,7 +108,8 @@ def separation_shard(
         if len(prior_paths) != len(SOURCES):
             raise ConfigError(f"method {name!r} needs one prior per source {SOURCES}, got {list(prior_paths)}")
         model: Any = [Prior.from_entry(load_checkpoint(path)["sources"][s], obs.shape, bound=p["clip"],
-                                       where=path).to(device) for s, path in zip(SOURCES, prior_paths, strict=True)]
+                                       where=path, precision=p["precision"]).to(device)
+                      for s, path in zip(SOURCES, prior_paths, strict=True)]
     elif method.fitted:
         if model_path is None:
             raise ConfigError(f"method {name!r} needs its fitted model (results/baselines/{name}.pt)")

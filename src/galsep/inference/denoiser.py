@@ -2,6 +2,10 @@
 
 The preconditioning and the loss weight are EDM's: Karras et al. 2022, "Elucidating the Design Space
 of Diffusion-Based Generative Models", arXiv 2206.00364.
+
+:class:`Autocast` runs a network in bfloat16 (``precision: bfloat16``): AMX tiles on CPUs that have
+them, tensor cores on GPUs. It wraps the network inside the EDM denoiser, so the preconditioning, the
+skip connection and everything the sampler does with D (CG, Tweedie covariances) stay float32.
 """
 
 from __future__ import annotations
@@ -9,7 +13,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["preconditioning", "loss_weight", "EDMDenoiser"]
+__all__ = ["PRECISIONS", "Autocast", "preconditioning", "loss_weight", "EDMDenoiser", "set_precision"]
+
+# the network precisions a config may name (``precision``)
+PRECISIONS = ("float32", "bfloat16")
 
 
 def preconditioning(sigma: Tensor, sigma_data: float = 1.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -67,3 +74,31 @@ class EDMDenoiser(nn.Module):
         s = _pad(sigma.to(x.dtype), x)
         d = self(x + s * eps, sigma)
         return (loss_weight(s, self.sigma_data) * (d - x) ** 2).mean()
+
+
+class Autocast(nn.Module):
+    """``net(x, log_sigma)`` under ``torch.autocast(x's device type, bfloat16)``, the output cast back to x's dtype.
+
+    Args:
+        net: the network ``net(x (B, *S), log_sigma (B,)) -> (B, *S)``; its weights stay float32
+            (autocast casts them per operation), so a checkpoint loads and saves unchanged.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor, log_sigma: Tensor) -> Tensor:
+        """x (B, *S), log_sigma (B,) -> (B, *S) in x's dtype."""
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            out = self.net(x, log_sigma)
+        return out.to(x.dtype)
+
+
+def set_precision(denoiser: EDMDenoiser, precision: str) -> EDMDenoiser:
+    """``denoiser`` with its network run in ``precision`` (one of :data:`PRECISIONS`); returns it."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    bare = denoiser.net.net if isinstance(denoiser.net, Autocast) else denoiser.net
+    denoiser.net = Autocast(bare) if precision == "bfloat16" else bare
+    return denoiser

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from galsep.errors import ConfigError, InputError
-from galsep.inference.denoiser import EDMDenoiser
+from galsep.inference.denoiser import EDMDenoiser, set_precision
 from galsep.inference.gaussian import LowRankGaussian
 from galsep.inference.nets import MLP, UNet
 from galsep.inference.samplers import pc_sample
@@ -119,8 +119,9 @@ class Prior(nn.Module):
 
     @classmethod
     def from_entry(cls, entry: Mapping[str, Any], shape: Sequence[int], *, bound: float | None = None,
-                   ema: bool = True, where: str = "checkpoint") -> Prior:
-        """The prior of a checkpoint entry (network priors clipped to ``bound``; ``ema``: the EMA weights)."""
+                   ema: bool = True, where: str = "checkpoint", precision: str = "float32") -> Prior:
+        """The prior of a checkpoint entry (network priors clipped to ``bound``; ``ema``: the EMA weights;
+        ``precision``: the network's, see :func:`galsep.inference.denoiser.set_precision`)."""
         if not isinstance(entry, Mapping) or "kind" not in entry or "schedule" not in entry:
             raise InputError(f"{where}: not a prior of this galsep version (no kind or schedule); rerun the EM"
                              " stages that made it (delete results/prior/ or run snakemake --forcerun prior_gaussian)")
@@ -129,6 +130,7 @@ class Prior(nn.Module):
             return cls(LowRankGaussian.from_state(entry["gaussian"]), schedule, entry=entry)
         net = build_denoiser(entry["network"], shape)
         net.load_state_dict(entry["ema" if ema else "model"])
+        set_precision(net, precision)
         return cls(net.eval().requires_grad_(False), schedule, bound=bound, entry=entry)
 
     def extra_repr(self) -> str:

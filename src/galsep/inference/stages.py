@@ -37,10 +37,10 @@ def _chain_observations(chain: Chain, view_paths: Sequence[str]) -> Observations
 
 
 def _frozen(chain: Chain, frozen_paths: Sequence[str], shape: Sequence[int], bound: float,
-            device: torch.device) -> dict[int, Prior]:
+            device: torch.device, precision: str) -> dict[int, Prior]:
     offset = len(chain.trained)
     return {offset + i: Prior.from_entry(load_checkpoint(path)["sources"][source], shape, bound=bound,
-                                         where=str(path)).to(device)
+                                         where=str(path), precision=precision).to(device)
             for i, (source, path) in enumerate(zip(chain.frozen, frozen_paths, strict=True))}
 
 
@@ -78,7 +78,8 @@ def gaussian_stage(
 
     with batch_setting("em.sampler.batch_size") as batch:
         priors, samples = gaussian_start(
-            obs, _frozen(chain, frozen_paths, obs.shape, p["clip"], device), schedule=schedule_of(p["diffusion"]),
+            obs, _frozen(chain, frozen_paths, obs.shape, p["clip"], device, p["precision"]),
+            schedule=schedule_of(p["diffusion"]),
             rank=em["gaussian_rank"], laps=em["gaussian_laps"], sampler=em["sampler"],
             generator=generator(p["seed"], chain.name, "gaussian", device=device), final_estep=False, log=lap_log,
         )
@@ -139,9 +140,9 @@ def estep_shard(
     rows = shard_rows(len(obs), shard, shards)
     obs = obs.rows(rows).to(device)
     ckpt = load_checkpoint(lap_path)
-    priors = [Prior.from_entry(ckpt["sources"][s], obs.shape, bound=p["clip"], where=lap_path).to(device)
-              for s in chain.trained]
-    priors += list(_frozen(chain, frozen_paths, obs.shape, p["clip"], device).values())
+    priors = [Prior.from_entry(ckpt["sources"][s], obs.shape, bound=p["clip"], where=lap_path,
+                               precision=p["precision"]).to(device) for s in chain.trained]
+    priors += list(_frozen(chain, frozen_paths, obs.shape, p["clip"], device, p["precision"]).values())
     start = time.perf_counter()
     with batch_setting("em.sampler.batch_size") as batch:
         samples = e_step("ddprism", priors, obs, p["em"]["sampler"], progress=p.get("progress", False),
