@@ -14,6 +14,11 @@ Settings start from config.yaml's posterior sampler; each ``--set`` line overrid
 
     python benchmarks/closed_form.py                       # the default grid, ~1-2 minutes
     python benchmarks/closed_form.py --side 8 --set '{"cg_iters": 4, "precondition": false}'
+    python benchmarks/closed_form.py --set '{}' --precision float32 bfloat16   # config.yaml's, both precisions
+
+``--precision bfloat16`` runs the priors' denoisers under galsep's bfloat16 autocast (what
+``precision: bfloat16`` does to the networks; here it rounds the Gaussians' matrix products), the CG
+and the sampler in float32: the error bf16 adds to the posterior.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 from torch import Tensor
 
 from galsep.data.operators import PixelOperator
+from galsep.inference.denoiser import Autocast
 from galsep.inference.em import sampler_kwargs
 from galsep.inference.gaussian import LowRankGaussian, posterior_moments
 from galsep.inference.mmps import sample_joint_posterior
@@ -87,8 +93,9 @@ def galaxy_like_problem(side: int, seed: int) -> tuple[list[LowRankGaussian], li
 
 
 def evaluate(sampler: dict[str, Any], diffusion: dict[str, Any], *, side: int = 8, seed: int = 0,
-             draws: int = 2048) -> dict[str, float]:
-    """Mean z and trace ratio (see the module docstring) of ``draws`` float32 draws at these settings."""
+             draws: int = 2048, precision: str = "float32") -> dict[str, float]:
+    """Mean z and trace ratio (see the module docstring) of ``draws`` float32 draws at these settings
+    (``precision``: the denoisers', float32 or bfloat16)."""
     priors, ops, y, noise_var = galaxy_like_problem(side, seed)
     mean, cov = (m[0] for m in posterior_moments(priors, ops, y, noise_var, (side, side)))
     N = draws
@@ -98,7 +105,10 @@ def evaluate(sampler: dict[str, Any], diffusion: dict[str, Any], *, side: int = 
 
     ops_n = [PixelOperator(rep(op.mask), op.factor.expand(N), rep(op.coef)) for op in ops]
     kw = sampler_kwargs({**sampler, "batch_size": None}, VESchedule(diffusion["sigma_min"], diffusion["sigma_max"]))
-    x = sample_joint_posterior([p.to(dtype=torch.float32) for p in priors], ops_n, rep(y), rep(noise_var),
+    dens = [p.to(dtype=torch.float32) for p in priors]
+    if precision == "bfloat16":
+        dens = [Autocast(d) for d in dens]
+    x = sample_joint_posterior(dens, ops_n, rep(y), rep(noise_var),
                                shape=(side, side), generator=torch.Generator().manual_seed(10 + seed), **kw)
     x = x.reshape(N, -1).double()
     e = x.mean(0) - mean
@@ -113,16 +123,18 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3, help="problems per side (median reported)")
     p.add_argument("--draws", type=int, default=2048)
     p.add_argument("--set", action="append", type=json.loads, help="override JSON (repeatable); default the grid")
+    p.add_argument("--precision", nargs="+", choices=["float32", "bfloat16"], default=["float32"],
+                   help="the denoisers' precision(s)")
     args = p.parse_args()
     torch.set_num_threads(1)
     base = pipeline_samplers()
     rows = []
     for over in args.set or GRID:
         sampler = {**base["posterior"], **over}
-        for side in args.side:
-            runs = [evaluate(sampler, base["diffusion"], side=side, seed=s, draws=args.draws)
+        for side, precision in ((s, q) for s in args.side for q in args.precision):
+            runs = [evaluate(sampler, base["diffusion"], side=side, seed=s, draws=args.draws, precision=precision)
                     for s in range(args.seeds)]
-            rows.append({"side": side, **over,
+            rows.append({"side": side, "precision": precision, **over,
                          "vjps_per_call": sampler["cg_iters"] + int(sampler["warm_start"]),
                          "z": round(statistics.median(r["z"] for r in runs), 2),
                          "z_max": round(max(r["z"] for r in runs), 2),
