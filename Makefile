@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES)
 
-# The static checks first (seconds), then the tests.
+# The static checks first (seconds), then the tests: one worker per core (pytest-xdist), each test
+# file on one worker, so a file's module fixtures (the tiny pipeline runs) are made once.
 test: lint
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src benchmarks
