@@ -24,6 +24,7 @@ and the sampler in float32: the error bf16 adds to the posterior.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -131,7 +132,7 @@ def main() -> None:
     rows = []
     for over in args.set or GRID:
         sampler = {**base["posterior"], **over}
-        for side, precision in ((s, q) for s in args.side for q in args.precision):
+        for side, precision in itertools.product(args.side, args.precision):
             runs = [evaluate(sampler, base["diffusion"], side=side, seed=s, draws=args.draws, precision=precision)
                     for s in range(args.seeds)]
             rows.append({"side": side, "precision": precision, **over,

@@ -25,8 +25,7 @@ def entry(seed: int) -> dict:
         for p in den.parameters():
             if p.abs().max() == 0:
                 p.normal_(0, 0.05)
-    model = Prior.network_of(NETWORK, den, den, SCHEDULE, bound=2.0).entry
-    return model
+    return Prior.network_of(NETWORK, den, den, SCHEDULE, bound=2.0).entry
 
 
 def test_bfloat16_prior_stays_float32_outside_the_network_and_close_to_float32():

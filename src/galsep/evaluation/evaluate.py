@@ -135,24 +135,31 @@ def evaluate_dataset(ds: xr.Dataset, background: np.ndarray, stretch: Stretch, m
         "observation": (obs, np.zeros_like(obs)),
         "minus_median_random": (obs - background, np.broadcast_to(background, obs.shape)),
     }
-    methods, galaxy_psnr = {}, {}
+    methods, galaxy_psnr, residual = {}, {}, {}
     for name, (gal, ran) in estimates.items():
         galaxy_psnr[name] = psnr_images(S(gal), S(tg), mask, rng)
+        residual[name] = flux_residual(gal, tg, mask)
         methods[name] = {
             "galaxy_psnr": _summary(galaxy_psnr[name]),
             "random_psnr": _summary(psnr_images(S(ran), S(tr), mask, rng)),
-            "galaxy_flux_residual_pct": _summary(flux_residual(gal, tg, mask)),
+            "galaxy_flux_residual_pct": _summary(residual[name]),
         }
-    own = np.where(mask, tg, 0.0).sum((-2, -1))
-    contamination = np.where(mask, tr, 0.0).sum((-2, -1)) / np.maximum(own, 1e-12)
-    draw_flux = np.where(mask[:, None], np.nan_to_num(ds["galaxy"].values), 0.0).sum((-2, -1))
+
+    def observed_flux(images: np.ndarray) -> np.ndarray:
+        """(N, [n,] H, W) -> (N, [n]) e-/s over each object's observed pixels."""
+        m = mask if images.ndim == 3 else mask[:, None]
+        return np.where(m, np.nan_to_num(images), 0.0).sum((-2, -1))
+
+    own = observed_flux(tg)
+    contamination = observed_flux(tr) / np.maximum(own, 1e-12)
     near = None
     if neighbour_distance is not None:
         near = np.array([neighbour_distance.get(int(i), np.inf) for i in ds["object_id"].values])
-    mean_flux = np.where(mask, np.nan_to_num(ds["galaxy_mean"].values), 0.0).sum((-2, -1))
-    random_flux = np.where(mask, np.nan_to_num(ds["random"].values.mean(1)), 0.0).sum((-2, -1))
-    fluxes = flux_diagnostics(draw_flux, own, flux_residual(ds["galaxy_mean"].values, tg, mask), contamination, near,
-                              mean_flux=mean_flux, estimated_contamination=random_flux / np.maximum(mean_flux, 1e-12))
+    galaxy_mean, random_mean = estimates[f"{method}_mean"]
+    mean_flux = observed_flux(galaxy_mean)
+    fluxes = flux_diagnostics(observed_flux(ds["galaxy"].values), own, residual[f"{method}_mean"], contamination,
+                              near, mean_flux=mean_flux,
+                              estimated_contamination=observed_flux(random_mean) / np.maximum(mean_flux, 1e-12))
     if near is not None:
         close = near < NEIGHBOUR_ARCSEC
         psnr = galaxy_psnr[f"{method}_mean"]
