@@ -50,7 +50,7 @@ def _views(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> Non
     make_view(
         a.view, {"galaxies": a.galaxies, "randoms": a.randoms}, a.out, stretch=Stretch.from_config(v),
         downsample_2x=v["downsample_2x"], downsample_4x=v["downsample_4x"], mixed_fraction=v["mixed_fraction"],
-        seed=p["seed"], log=log.info,
+        seed=p["seed"], mask_neighbours=v["mask_neighbours"], log=log.info,
     )
 
 

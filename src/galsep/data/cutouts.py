@@ -28,6 +28,7 @@ from astropy.nddata import Cutout2D
 from astropy.table import Table, vstack
 from astropy.wcs import WCS
 
+from galsep.data.neighbours import others, target_owner
 from galsep.data.tiles import InputError, Tile, read_targets, read_tile
 from galsep.errors import ConfigError
 from galsep.io import atomic_path
@@ -163,12 +164,17 @@ def make_cutouts(
     random_min_distance: float,
     max_nan_fraction: float,
     seed: int,
+    neighbour_dilate: int = 2,
     on_drop: str = "list",
     dropped_path: str | Path | None = None,
     truth_paths: Sequence[str | Path] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, int]:
     """Cut every target and ``randoms_per_tile`` random positions per tile into two HDF5 files.
+
+    Each cutout carries its neighbour mask (``neighbour``: 1 on the light of a catalogued target other
+    than the central one, grown by ``neighbour_dilate`` pixels; any target's for random cutouts;
+    galsep.data.neighbours), cut like the flux and rounded.
 
     Targets that cannot be cut are listed in ``dropped_path`` (default: ``dropped.ecsv`` beside
     ``galaxies_path``; columns object_id, tile, reason, detail), or with ``on_drop="error"`` make
@@ -207,6 +213,9 @@ def make_cutouts(
         all_x, all_y = _positions(tile, np.asarray(targets["ra"]), np.asarray(targets["dec"]))
         H, W = sci.shape
         mine = target_tiles == tile.name
+        owner = target_owner(sci, tile.ivar, np.stack([all_x, all_y], axis=1))
+        reach = size // 2 + PAD + neighbour_dilate + 2
+        scratch = np.zeros((H, W), np.float32)
         for i in np.flatnonzero(mine):
             x, y = float(all_x[i]), float(all_y[i])
             if not (np.isfinite(x) and np.isfinite(y) and -0.5 <= x < W - 0.5 and -0.5 <= y < H - 0.5):
@@ -214,7 +223,12 @@ def make_cutouts(
                      f" {float(targets['dec'][i]):.6f}) falls at pixel ({x:.1f}, {y:.1f}), off tile {tile.name}"
                      f" ({W} x {H} pixels, {tile_path})")
                 continue
-            images = [sci]
+            # the neighbour mask of this target only, in a window around it (dilating the whole tile per
+            # target costs seconds)
+            wy = slice(max(int(y) - reach, 0), min(int(y) + reach + 1, H))
+            wx = slice(max(int(x) - reach, 0), min(int(x) + reach + 1, W))
+            scratch[wy, wx] = others(owner[wy, wx], int(i), neighbour_dilate)
+            images = [sci, scratch]
             if truth is not None:
                 noiseless, stamps = truth
                 if int(ids[i]) not in stamps:
@@ -226,6 +240,7 @@ def make_cutouts(
                 own = _place(*stamps[int(ids[i])], sci.shape)
                 images += [own, noiseless - own]
             row, nan = _row(tile, images, var, x, y, size, targets[i], max_nan_fraction)
+            scratch[wy, wx] = 0.0
             if row is None:
                 drop(int(i), "nan_fraction", f"{nan:.0%} of its cutout is missing (NaN or zero weight),"
                      f" over cutouts.max_nan_fraction = {max_nan_fraction}")
@@ -233,10 +248,11 @@ def make_cutouts(
         rng = numpy_generator(seed, "cutouts", "randoms", tile.name)
         target_xy = np.stack([all_x, all_y], axis=1)
         target_xy = target_xy[np.isfinite(target_xy).all(axis=1)]
+        any_target = others(owner, None, neighbour_dilate).astype(np.float32)
         for k, (x, y) in enumerate(
             random_positions(tile, target_xy, randoms_per_tile, size, random_min_distance, rng)
         ):
-            images = [sci]
+            images = [sci, any_target]
             if truth is not None:
                 images += [np.zeros_like(sci), truth[0]]
             ra, dec = tile.wcs.pixel_to_world_values(x, y)
@@ -323,6 +339,7 @@ def _row(tile: Tile, images: Sequence[np.ndarray], var: np.ndarray, x: float, y:
         "flux": flux,
         "ivar": np.where(mask, 1.0 / np.where(mask, v, 1.0), 0.0).astype(np.float32),
         "mask": mask.astype(np.uint8),
+        "neighbour": (np.nan_to_num(stamps[1]) > 0.5).astype(np.uint8),
         "object_id": int(meta["object_id"]),
         "ra": float(meta["ra"]),
         "dec": float(meta["dec"]),
@@ -330,14 +347,15 @@ def _row(tile: Tile, images: Sequence[np.ndarray], var: np.ndarray, x: float, y:
         "x": float(x),
         "y": float(y),
     }
-    if len(stamps) == 3:
-        row["truth_galaxy"], row["truth_random"] = stamps[1], stamps[2]
+    if len(stamps) == 4:
+        row["truth_galaxy"], row["truth_random"] = stamps[2], stamps[3]
     return row, nan
 
 
 def _write(path: str | Path, rows: list[dict[str, Any]], size: int, truth: bool) -> None:
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        for key, unit in (("flux", "e-/s"), ("ivar", "(e-/s)^-2"), ("mask", "1 = observed")):
+        for key, unit in (("flux", "e-/s"), ("ivar", "(e-/s)^-2"), ("mask", "1 = observed"),
+                          ("neighbour", "1 = light of another catalogued target (galsep.data.neighbours)")):
             d = f.create_dataset(key, data=np.stack([r[key] for r in rows]), compression="gzip", compression_opts=1)
             d.attrs["units"] = unit
         if truth:

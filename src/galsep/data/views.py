@@ -127,6 +127,7 @@ def make_view(
     downsample_4x: float,
     mixed_fraction: float,
     seed: int,
+    mask_neighbours: bool = False,
     log: Callable[[str], None] = print,
 ) -> int:
     """Build one view from the cutout files and write it atomically; returns its row count.
@@ -134,12 +135,21 @@ def make_view(
     ``view`` is ``randoms`` or ``galaxies`` (contrastive: the cutouts as observed), or
     ``mixed_galaxy`` / ``mixed_random`` (synthetic only: the normalised truths added in normalised
     space, ``y = x_a + f x_b`` plus noise of the cutouts' variance, galaxies paired with random
-    cutouts; the two mixed views use disjoint halves of the pairs).
+    cutouts; the two mixed views use disjoint halves of the pairs). With ``mask_neighbours`` the
+    contrastive views leave the cutouts' neighbour pixels unobserved (galsep.data.neighbours).
     """
     rng = numpy_generator(seed, "views", view)
     if view in CONTRASTIVE:
         with _cutout_file(cutout_paths[view]) as f:
             flux, ivar, mask = f["flux"][...], f["ivar"][...], f["mask"][...]
+            if mask_neighbours:
+                if "neighbour" not in f:
+                    raise InputError(f"{cutout_paths[view]}: views.mask_neighbours is true but the cutouts have no"
+                                     " neighbour mask (made by an older galsep): rerun the cutouts stage")
+                masked = f["neighbour"][...] > 0
+                mask = mask * ~masked
+                log(f"view {view}: {masked.mean():.1%} of the pixels masked as catalogued neighbours"
+                    f" ({(masked.any(axis=(1, 2))).sum()} of {len(mask)} cutouts)")
             ids, index = f["object_id"][...], np.arange(len(f["object_id"]))
             truth = (
                 np.stack([stretch.forward(f["truth_galaxy"][...]), stretch.forward(f["truth_random"][...])], 1)

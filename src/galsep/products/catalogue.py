@@ -83,6 +83,10 @@ def build_dataset(
         "galaxy_mag": ("object", ZEROPOINT_AB - 2.5 * np.log10(np.clip(np.median(flux, 1), 1e-12, None)),
                        {"units": "mag(AB)", "description": "F814W AB magnitude of the median draw's flux"}),
     }
+    if "neighbour" in cut:
+        data["neighbour"] = (obs, cut["neighbour"].astype(np.uint8), {
+            "description": "1 on the light of another catalogued target (SExtractor segments of the tile; left"
+                           " unobserved by the separation when the config's views.mask_neighbours is true)"})
     if "truth_galaxy" in cut:
         data["truth_galaxy"] = (obs, cut["truth_galaxy"], {"units": "e-/s"})
         data["truth_random"] = (obs, cut["truth_random"], {"units": "e-/s"})
