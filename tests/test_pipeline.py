@@ -53,7 +53,7 @@ def test_catalogue_contract(run):
     for name, dims in {
         "object_id": ("object",), "ra": ("object",), "dec": ("object",), "tile": ("object",),
         "observation": ("object", "y", "x"), "ivar": ("object", "y", "x"), "mask": ("object", "y", "x"),
-        "galaxy": ("object", "sample", "y", "x"), "random": ("object", "sample", "y", "x"),
+        "neighbour": ("object", "y", "x"), "galaxy": ("object", "sample", "y", "x"), "random": ("object", "sample", "y", "x"),
         "galaxy_mean": ("object", "y", "x"), "galaxy_std": ("object", "y", "x"),
         "truth_galaxy": ("object", "y", "x"), "truth_random": ("object", "y", "x"),
         "galaxy_flux_quantiles": ("object", "quantile"),
@@ -70,6 +70,7 @@ def test_catalogue_contract(run):
     assert "torch" in json.loads(ds.attrs["versions"])
     for source, entry in json.loads(ds.attrs["prior_checkpoints"]).items():
         assert hashlib.sha256((run / entry["path"]).read_bytes()).hexdigest() == entry["sha256"], source
+    assert set(np.unique(ds["neighbour"].values)) <= {0, 1}
     q = ds["galaxy_flux_quantiles"].values
     assert (q[:, 0] <= q[:, 1]).all() and (q[:, 1] <= q[:, 2]).all()
 
@@ -171,6 +172,11 @@ def test_rerun_behaviour(run):
     jobs = _planned(run, {"views": {"stretch": 0.25}})
     assert jobs["view"] == 2 and "cutouts" not in jobs and "synthetic_tile" not in jobs
     assert jobs["prior_gaussian"] == 2 and jobs["catalogue"] == 1
+    # masking the neighbours remakes the two contrastive views (the cutouts already carry the mask)
+    default = yaml.safe_load((run / "config.yaml").read_text())["views"]["mask_neighbours"]
+    masked = yaml.safe_load((run / TINY).read_text()).get("views", {}).get("mask_neighbours", default)
+    jobs = _planned(run, {"views": {"mask_neighbours": not masked}})
+    assert jobs["view"] == 2 and "cutouts" not in jobs and jobs["catalogue"] == 1
 
 
 def test_publish_and_report(run):
