@@ -66,6 +66,7 @@ rule compare_method:
         shards=lambda wildcards: separation_shards(wildcards.method),
         cutouts="results/cutouts/galaxies.h5",
         randoms="results/cutouts/randoms.h5",
+        targets="resources/targets.ecsv",
     output:
         "results/compare/{method}.json",
     log:
@@ -81,7 +82,8 @@ rule compare_method:
         json=as_json(seed=config["seed"], views=config["views"]),
     shell:
         "python -m galsep compare-method --method {wildcards.method} --cutouts {input.cutouts}"
-        " --randoms {input.randoms} --out {output} --params {params.json:q} {input.shards} > {log} 2>&1"
+        " --randoms {input.randoms} --targets {input.targets} --out {output} --params {params.json:q}"
+        " {input.shards} > {log} 2>&1"
 
 
 rule compare:

@@ -123,6 +123,10 @@ def test_every_method_is_compared_on_the_same_galaxies(run):
         draws, sources, made_by = gather_draws(sorted(map(str, (run / f"results/posterior/{method}").glob("shard*.pt"))))
         assert made_by == method and sources == ["galaxy", "random"]
         assert draws.shape[0] == n and draws.shape[2:] == (2, 32, 32) and np.isfinite(draws).all(), method
+    targets = Table.read(run / "resources/targets.ecsv")
+    ids = set(xr.open_zarr(run / "results/catalogue.zarr", consolidated=False)["object_id"].values.tolist())
+    near = sum(int(i) in ids and d < 1.0 for i, d in zip(targets["object_id"], targets["neighbour_distance"],
+                                                         strict=True))
     table = json.loads((run / "results/compare/table.json").read_text())
     rows = {r["method"]: r for r in table["rows"]}
     assert list(rows) == methods + ["observation", "minus_median_random"]
@@ -135,6 +139,9 @@ def test_every_method_is_compared_on_the_same_galaxies(run):
         kind = get(method)
         assert (r["fit_s"] > 0) == (kind.fitted or kind.uses_priors) and r["separate_s"] > 0, r
         assert r["peak_rss_mb"] is None or r["peak_rss_mb"] > 50, r
+        # the galaxies with a catalogued neighbour within 1" are counted (and scored when there are any)
+        assert r["neighbour_count"] == near, r
+        assert (r["neighbour_psnr_mean_db"] is None) == (near == 0), r
     # a deterministic method has one "draw": its mean and its draw are the same estimate
     assert rows["nes"]["draws"] == 1 and rows["nes"]["galaxy_psnr_mean_db"] == rows["nes"]["galaxy_psnr_draw_db"]
     md = (run / "results/compare/table.md").read_text()

@@ -116,7 +116,7 @@ def _catalogue(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) ->
 def _compare_method(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
     from galsep.evaluation.compare import write_method_metrics
 
-    write_method_metrics(a.method, a.inputs, a.cutouts, a.randoms, p, a.out, log.info)
+    write_method_metrics(a.method, a.inputs, a.cutouts, a.randoms, p, a.out, log.info, targets=a.targets)
 
 
 def _compare(a: argparse.Namespace, p: dict[str, Any], log: logging.Logger) -> None:
@@ -209,6 +209,7 @@ def parser() -> argparse.ArgumentParser:
     s = stage("compare-method", _compare_method, "one method's metrics against the synthetic truth")
     for arg in ("--method", "--cutouts", "--randoms", "--out"):
         s.add_argument(arg, required=True)
+    s.add_argument("--targets", default=None, help="targets table (neighbour_distance splits the metrics)")
     s.add_argument("inputs", nargs="+")
     s = stage("compare", _compare, "the comparison table and figure of every method")
     s.add_argument("--outdir", required=True)

@@ -23,7 +23,7 @@ import numpy as np
 
 from galsep.data.normalise import Stretch
 from galsep.errors import InputError
-from galsep.evaluation.evaluate import evaluate_dataset, median_random
+from galsep.evaluation.evaluate import evaluate_dataset, median_random, read_neighbours
 from galsep.evaluation.metrics import PQMASS_CONVENTION, SINKHORN_CONVENTION, pqmass, sinkhorn
 from galsep.io import atomic_path
 from galsep.products.catalogue import build_dataset, gather_draws
@@ -44,14 +44,15 @@ SINKHORN_EPS = 5e-3
 
 
 def method_metrics(method: str, shard_paths: Sequence[str], cutouts: str, randoms: str,
-                   p: Mapping[str, Any]) -> dict[str, Any]:
-    """Metrics of one method's separation shards (see the module docstring)."""
+                   p: Mapping[str, Any], targets: str | None = None) -> dict[str, Any]:
+    """Metrics of one method's separation shards (see the module docstring); with the targets table,
+    also split by a catalogued neighbour within 1" (as the catalogue's metrics)."""
     draws, sources, made_by = gather_draws(shard_paths)
     if made_by != method:
         raise InputError(f"the shards were made by {made_by!r}, not {method!r}")
     stretch = Stretch.from_config(p["views"])
     ds = build_dataset(draws, sources, cutouts, stretch, {})
-    metrics = evaluate_dataset(ds, median_random(randoms), stretch, method)
+    metrics = evaluate_dataset(ds, median_random(randoms), stretch, method, read_neighbours(targets))
     mask = ds["mask"].values.astype(bool)
     flat = lambda a: np.where(mask, stretch.forward(np.nan_to_num(a)), 0.0).reshape(len(a), -1)  # noqa: E731
     draw, truth = flat(ds["galaxy"].values[:, 0]), flat(ds["truth_galaxy"].values)
@@ -63,8 +64,9 @@ def method_metrics(method: str, shard_paths: Sequence[str], cutouts: str, random
 
 
 def write_method_metrics(method: str, shard_paths: Sequence[str], cutouts: str, randoms: str,
-                         p: Mapping[str, Any], out: str, log: Log = print) -> dict[str, Any]:
-    metrics = method_metrics(method, shard_paths, cutouts, randoms, p)
+                         p: Mapping[str, Any], out: str, log: Log = print, targets: str | None = None
+                         ) -> dict[str, Any]:
+    metrics = method_metrics(method, shard_paths, cutouts, randoms, p, targets)
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     m = metrics["methods"]
@@ -109,6 +111,7 @@ def comparison(metric_paths: Sequence[str], benchmarks: Mapping[str, Mapping[str
         m = json.loads(Path(path).read_text())
         name = m["method"]
         mean, draw = m["methods"][f"{name}_mean"], m["methods"][f"{name}_draw"]
+        near = m.get("fluxes", {}).get("with_neighbour", {})
         fit, sep = (read_benchmarks(benchmarks.get(name, {}).get(k, [])) for k in ("fit", "separate"))
         rows.append({
             "method": name,
@@ -119,6 +122,10 @@ def comparison(metric_paths: Sequence[str], benchmarks: Mapping[str, Mapping[str
             "flux_residual_spread_pct": mean["galaxy_flux_residual_pct"]["spread"],
             "pqmass_p": m["pqmass_p"],
             "sinkhorn": m["sinkhorn"],
+            # galaxies with a catalogued neighbour within 1" (None without a targets table)
+            "neighbour_psnr_mean_db": near.get("galaxy_psnr_mean"),
+            "neighbour_flux_median_pct": near.get("median"),
+            "neighbour_count": near.get("count"),
             "draws": m["draws"],
             "fit_s": fit["seconds"],
             "separate_s": sep["seconds"],
@@ -144,7 +151,8 @@ def markdown(table: Mapping[str, Any]) -> str:
             ("galaxy PSNR, draw [dB]", "galaxy_psnr_draw_db", "{:.2f}"),
             ("flux residual [%]", "flux_residual_median_pct", "{:+.1f}"),
             ("+-", "flux_residual_spread_pct", "{:.1f}"), ("PQMass p", "pqmass_p", "{:.3g}"),
-            ("Sinkhorn", "sinkhorn", "{:.4g}"), ("fit [s]", "fit_s", "{:.0f}"),
+            ("Sinkhorn", "sinkhorn", "{:.4g}"), ("neighbour < 1\": PSNR [dB]", "neighbour_psnr_mean_db", "{:.2f}"),
+            ("neighbour: flux [%]", "neighbour_flux_median_pct", "{:+.1f}"), ("fit [s]", "fit_s", "{:.0f}"),
             ("separate [s]", "separate_s", "{:.0f}"), ("peak RSS [MB]", "peak_rss_mb", "{:.0f}")]
     lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
     for row in table["rows"]:

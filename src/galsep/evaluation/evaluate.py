@@ -37,7 +37,7 @@ from galsep.evaluation.metrics import PSNR_CONVENTION, flux_residual, psnr_image
 from galsep.io import atomic_path
 
 __all__ = ["CONTAMINATION_BINS", "NEIGHBOUR_ARCSEC", "median_random", "evaluate_dataset", "flux_diagnostics",
-           "write_metrics"]
+           "read_neighbours", "write_metrics"]
 
 # contaminating / own light in the cutout: the bins of issue 14's flux figures
 CONTAMINATION_BINS = (0.0, 0.05, 0.2, 0.5, np.inf)
@@ -180,7 +180,7 @@ def evaluate_dataset(ds: xr.Dataset, background: np.ndarray, stretch: Stretch, m
     }
 
 
-def _neighbours(targets: str | Path | None) -> dict[int, float] | None:
+def read_neighbours(targets: str | Path | None) -> dict[int, float] | None:
     """object_id -> neighbour_distance [arcsec] from a targets table, None without the column."""
     if targets is None:
         return None
@@ -199,7 +199,7 @@ def write_metrics(
     stretch = Stretch.from_config(views)
     ds = xr.open_zarr(catalogue, consolidated=False)
     metrics = evaluate_dataset(ds, median_random(randoms_cutouts), stretch, ds.attrs.get("method", "ddprism"),
-                               _neighbours(targets))
+                               read_neighbours(targets))
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     for name, m in metrics["methods"].items():
