@@ -199,6 +199,7 @@ def test_publish_and_report(run):
     assert str(table["ra"].unit) == "deg"
     card = (pub / "DATACARD.md").read_text()
     assert "normalised (arcsinh) space" in card and "galaxy_flux" in card
+    assert "its pixels were left unobserved" in card  # views.mask_neighbours, the default
     snakemake(run, "--configfile", TINY, "--report", "report.html")
     html = (run / "report.html").read_text(errors="ignore")
     assert "posterior.png" in html and "em_laps.png" in html

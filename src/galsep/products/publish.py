@@ -104,6 +104,10 @@ def data_card(ds: xr.Dataset, metrics: Mapping[str, Any] | None, checksums: Mapp
         "are right. It is not unbiased for a subset chosen by what the data cannot show: galaxies known "
         "(from elsewhere) to be isolated come out low by the light typical cutouts carry, the most "
         "contaminated ones high. `galaxy_flux_quantiles` spans the draws: use it as the flux's uncertainty.",
+        *(["Where another catalogued galaxy overlaps the cutout (the `neighbour` field), its pixels were left "
+           "unobserved: the galaxy there, and so that part of its flux, comes from the prior, not the data."]
+          if ds.attrs.get("config") and json.loads(ds.attrs["config"]).get("views", {}).get("mask_neighbours")
+          else []),
         "", "## Fields", "| field | dims | units | description |", "|---|---|---|---|",
     ]
     for field, var in ds.variables.items():
