@@ -50,7 +50,9 @@ def target_owner(sci: np.ndarray, ivar: np.ndarray, target_xy: np.ndarray) -> np
     mesh = max(8, min(BACKGROUND_MESH, H, W))
     background = sep.Background(data, mask=missing, bw=mesh, bh=mesh)
     data = np.ascontiguousarray(np.where(missing, 0.0, data - background.back()))
-    sep.set_extract_pixstack(max(300_000, 2 * H * W))
+    # sep allocates its pixel stack up front: room for the largest segments of a crowded tile, capped so a
+    # large mosaic does not reserve gigabytes
+    sep.set_extract_pixstack(int(min(max(300_000, H * W), 5_000_000)))
     sep.set_sub_object_limit(4096)
     _, seg = sep.extract(data, DETECT_SIGMA, err=err, mask=missing, minarea=MIN_AREA,
                          deblend_nthresh=DEBLEND_THRESHOLDS, deblend_cont=DEBLEND_CONTRAST, segmentation_map=True)
