@@ -56,7 +56,6 @@ def target_owner(sci: np.ndarray, ivar: np.ndarray, target_xy: np.ndarray) -> np
     sep.set_sub_object_limit(4096)
     _, seg = sep.extract(data, DETECT_SIGMA, err=err, mask=missing, minarea=MIN_AREA,
                          deblend_nthresh=DEBLEND_THRESHOLDS, deblend_cont=DEBLEND_CONTRAST, segmentation_map=True)
-    owner = np.full((H, W), -1, np.int32)
     xy = np.asarray(target_xy, float).reshape(-1, 2)
     ok = np.isfinite(xy).all(axis=1)
     ix = np.where(ok, np.rint(np.nan_to_num(xy[:, 0])), -1).astype(int)
@@ -64,12 +63,15 @@ def target_owner(sci: np.ndarray, ivar: np.ndarray, target_xy: np.ndarray) -> np
     inside = (ix >= 0) & (ix < W) & (iy >= 0) & (iy < H)
     label = np.zeros(len(xy), int)
     label[inside] = seg[iy[inside], ix[inside]]
-    for lab in np.unique(label[label > 0]):
+    # segment -> its one target by lookup (one pass over the tile); only blends need their pixels
+    labels, count = np.unique(label[label > 0], return_counts=True)
+    lut = np.full(int(seg.max()) + 1, -1, np.int32)
+    for lab in labels[count == 1]:
+        lut[lab] = np.flatnonzero(label == lab)[0]
+    owner = lut[seg]
+    for lab in labels[count > 1]:
         rows = np.flatnonzero(label == lab)
         ys, xs = np.nonzero(seg == lab)
-        if len(rows) == 1:
-            owner[ys, xs] = rows[0]
-            continue
         d = (xs[:, None] - xy[rows, 0][None]) ** 2 + (ys[:, None] - xy[rows, 1][None]) ** 2
         owner[ys, xs] = rows[np.argmin(d, axis=1)]
     return owner

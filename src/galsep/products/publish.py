@@ -106,8 +106,7 @@ def data_card(ds: xr.Dataset, metrics: Mapping[str, Any] | None, checksums: Mapp
         "contaminated ones high. `galaxy_flux_quantiles` spans the draws: use it as the flux's uncertainty.",
         *(["Where another catalogued galaxy overlaps the cutout (the `neighbour` field), its pixels were left "
            "unobserved: the galaxy there, and so that part of its flux, comes from the prior, not the data."]
-          if ds.attrs.get("config") and json.loads(ds.attrs["config"]).get("views", {}).get("mask_neighbours")
-          else []),
+          if json.loads(ds.attrs.get("config", "{}")).get("views", {}).get("mask_neighbours") else []),
         "", "## Fields", "| field | dims | units | description |", "|---|---|---|---|",
     ]
     for field, var in ds.variables.items():
