@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cases
 import torch
-import yaml
 from torch import Tensor
 
 from galsep.evaluation.metrics import psnr_vectors, sinkhorn
@@ -58,10 +58,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    seed = int(yaml.safe_load((ROOT / "config.yaml").read_text())["seed"])
-    m = yaml.safe_load(Path(args.config).read_text())["manifold"]
+    seed = cases.config_seed()
+    # the schema fills the keys a sampler section leaves out (cg_tol, ...), as the Snakefile's validate does
+    m = cases.validated_config(Path(args.config), ROOT / "workflow" / "schemas" / "manifold.schema.yaml",
+                               section="manifold")
     em = m["contrastive"]
-    sampler = {"precondition": False, "warm_start": False, **em["sampler"], **args.set}
+    sampler = {**em["sampler"], **args.set}
     data = make_dataset(dataset("contrastive"), m["data"], seed)
     obs = observations(data, [1], [0, 1])  # view 2: sources 1 and 2
     n = min(m["metrics"]["sinkhorn_samples"], len(obs))
