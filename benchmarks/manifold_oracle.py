@@ -9,10 +9,12 @@ per source. With ``--em-laps`` it then runs that many EM laps from the oracle pr
 fixed point at that sampler budget; ``--em-on-truth`` retrains on the true sources instead (the
 control: what retraining alone costs).
 
-    .venv/bin/python benchmarks/manifold_oracle.py                       # ~5 minutes on one CPU core
-    .venv/bin/python benchmarks/manifold_oracle.py --steps 64 256 --em-laps 3 --em-pc-steps 64
+    .venv/bin/python benchmarks/manifold_oracle.py                       # minutes on one CPU core
+    .venv/bin/python benchmarks/manifold_oracle.py --steps 128 --em-laps 3 --em-pc-steps 128
     .venv/bin/python benchmarks/manifold_oracle.py --steps 256 --em-laps 3 --em-pc-steps 256 --em-on-truth
-    .venv/bin/python benchmarks/manifold_oracle.py --steps 64 --set '{"cg_iters": 2, "warm_start": true}'
+    # the plain sampler of the DDPRISM code (galsep's manifold default before 2026-12-02):
+    .venv/bin/python benchmarks/manifold_oracle.py --steps 64 256 \
+        --set '{"cg_iters": 1, "precondition": false, "warm_start": false, "tau": 0.1}'
 
 Prints JSON. Settings (data, network, schedule, sampler tau) come from workflow/configs/manifold.yaml;
 every draw is seeded from config.yaml's seed.
