@@ -20,7 +20,7 @@ from torch import Tensor
 
 from galsep.data.views import read_view
 from galsep.errors import ConfigError, InputError
-from galsep.inference.memory import batch_setting
+from galsep.inference.memory import batch_setting, chunk_progress
 from galsep.inference.observations import Observations, shard_rows, stack
 from galsep.inference.priors import Prior, load_checkpoint
 from galsep.io import atomic_path, load_torch
@@ -117,7 +117,8 @@ def separation_shard(
     else:
         model = None  # a method that needs neither priors nor a fit (it works on each observation alone)
     section = method.section if method.section != "methods" else f"methods.{name}"
-    with batch_setting(f"{section}.sampler.batch_size") as batch:  # methods that draw with MMPS
+    report = chunk_progress(log, f"{name} shard {shard + 1}/{shards}")
+    with batch_setting(f"{section}.sampler.batch_size", progress=report) as batch:  # methods that draw with MMPS
         draws = fill_residual(method.draw(model, obs, S, p["settings"], generator=gen,
                                           progress=p.get("progress", False)), obs)
     seconds = time.perf_counter() - start

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from galsep.data.operators import DenseOperator
 from galsep.errors import GalsepError, OutOfMemoryError
 from galsep.inference.denoiser import EDMDenoiser
-from galsep.inference.memory import batch_setting, run_chunked
+from galsep.inference.memory import batch_setting, chunk_progress, run_chunked
 from galsep.inference.mmps import JointPosterior, sample_joint_posterior
 from galsep.inference.nets import MLP
 from galsep.inference.samplers import pc_sample
@@ -120,6 +120,43 @@ def test_a_later_call_in_the_same_stage_starts_from_the_batch_that_fit() -> None
     assert record.describe() == "batch 4 -> 2 after CUDA out of memory"
     with pytest.raises(ValueError):
         run_chunked(5, 0, fn)
+
+
+def test_progress_reports_every_chunk_that_ran_and_nested_blocks_report_to_the_outer() -> None:
+    seen: list[tuple[int, int]] = []
+
+    def fn(rows: slice) -> int:
+        if rows.stop - rows.start > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return rows.stop - rows.start
+
+    with batch_setting("posterior.sampler.batch_size", progress=lambda d, n: seen.append((d, n))):
+        run_chunked(5, 4, fn)  # 4 fails (not reported), then 2, 2, 1
+        with batch_setting(None):
+            run_chunked(3, 3, lambda rows: 0)
+    assert seen == [(2, 5), (4, 5), (5, 5), (3, 3)]
+    with batch_setting("em.sampler.batch_size"):  # no callback anywhere: nothing to call
+        assert run_chunked(3, 1, lambda rows: 1) == [1, 1, 1]
+
+
+def test_chunk_progress_logs_at_most_every_interval_and_always_the_last_row(monkeypatch) -> None:
+    clock = iter([0.0, 10.0, 40.0, 50.0, 60.0])  # creation, then one reading per report
+    monkeypatch.setattr("galsep.inference.memory.time.perf_counter", lambda: next(clock))
+    lines: list[str] = []
+    report = chunk_progress(lines.append, "ddprism shard 1/2", every=30.0)
+    for done in (1, 2, 3, 4):
+        report(done, 4)
+    # 10 s: too soon; 40 s: logged with the time left at that rate (40 s for 2 rows: 40 s for 2 more)
+    assert lines == ["ddprism shard 1/2: 2/4 rows after 40s, ~40s left", "ddprism shard 1/2: 4/4 rows after 60s"]
+
+
+def test_the_joint_sampler_reports_its_chunks() -> None:
+    ops, y, noise_var = _problem(6)
+    lines: list[str] = []
+    with batch_setting("posterior.sampler.batch_size", progress=chunk_progress(lines.append, "shard", every=0.0)):
+        sample_joint_posterior([Denoiser(0), Denoiser(1)], ops, y, noise_var, batch_size=4,
+                               generator=torch.Generator().manual_seed(0), **KW)
+    assert [line.split(" after")[0] for line in lines] == ["shard: 4/6 rows", "shard: 6/6 rows"]
 
 
 def test_training_out_of_memory_fails_naming_the_batch_and_key(monkeypatch) -> None:

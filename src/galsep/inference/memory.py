@@ -14,6 +14,10 @@ A stage names that key, and learns the batch it ended up using, through :func:`b
         draws = ...  # any number of run_chunked calls, however deep
     log(f"posterior: {batch.describe()}")  # "batch 256" or "batch 256 -> 128 after CUDA out of memory"
 
+The block can also report progress: ``batch_setting(key, progress=chunk_progress(log, "posterior"))``
+calls the callback after every chunk with the rows done and the rows in all, so a job that samples for
+twenty minutes says how far it is (:func:`chunk_progress` logs at most one line every 30 seconds).
+
 A method whose loops are set by another key (BASIS's ``methods.basis.batch_size``) or by none (the
 fixed draw batch of PCPCA, key ``None``) opens its own :func:`batch_setting` inside the stage's; what
 its calls used is passed up to the stage's record when the block ends, so the stage's log line shows it.
@@ -26,6 +30,7 @@ batches drawn from the generator): :func:`fails_at_batch` turns out-of-memory in
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -36,10 +41,11 @@ import torch
 
 from galsep.errors import OutOfMemoryError
 
-__all__ = ["OOM_ERRORS", "BatchRecord", "batch_setting", "current_key", "fails_at_batch", "free_memory", "oom_message",
-           "run_chunked"]
+__all__ = ["OOM_ERRORS", "BatchRecord", "Progress", "batch_setting", "chunk_progress", "current_key", "fails_at_batch",
+           "free_memory", "oom_message", "run_chunked"]
 
 T = TypeVar("T")
+Progress = Callable[[int, int], None]
 
 # torch.cuda.OutOfMemoryError is the same class as torch.OutOfMemoryError (torch >= 2.5)
 OOM_ERRORS: tuple[type[BaseException], ...] = (torch.OutOfMemoryError,)
@@ -49,13 +55,15 @@ OOM_ERRORS: tuple[type[BaseException], ...] = (torch.OutOfMemoryError,)
 class BatchRecord:
     """The batch a stage asked for and the one it ended up using (None until a chunked call ran).
 
-    ``key`` is the config key that sets the batch, None where the batch is fixed in the code.
+    ``key`` is the config key that sets the batch, None where the batch is fixed in the code;
+    ``progress`` is called with (rows done, rows in all) after each chunk of a chunked call.
     """
 
     key: str | None
     requested: int | None = None
     used: int | None = None
     retries: int = 0
+    progress: Progress | None = None
 
     def describe(self) -> str:
         if self.requested is None:
@@ -76,12 +84,13 @@ _current: ContextVar[BatchRecord | None] = ContextVar("galsep_batch_record", def
 
 
 @contextmanager
-def batch_setting(key: str | None) -> Iterator[BatchRecord]:
+def batch_setting(key: str | None, progress: Progress | None = None) -> Iterator[BatchRecord]:
     """Within the block, chunked calls name ``key`` (a config key, e.g. ``em.sampler.batch_size``; None
-    where no key sets the batch) when they run out of memory, record the batch they used, and start from
-    the smallest batch that fit. Nested in another, its record is added to the outer one at the end."""
+    where no key sets the batch) when they run out of memory, record the batch they used, start from
+    the smallest batch that fit and report each chunk to ``progress`` (a nested block without its own
+    reports to the outer one's). Nested in another, its record is added to the outer one at the end."""
     outer = _current.get()
-    record = BatchRecord(key)
+    record = BatchRecord(key, progress=progress if progress is not None or outer is None else outer.progress)
     token = _current.set(record)
     try:
         yield record
@@ -89,6 +98,25 @@ def batch_setting(key: str | None) -> Iterator[BatchRecord]:
         _current.reset(token)
         if outer is not None:
             outer.absorb(record)
+
+
+def chunk_progress(log: Callable[[str], None], what: str, every: float = 30.0) -> Progress:
+    """A :func:`batch_setting` progress callback that logs ``what``'s rows done, the seconds since the
+    callback was made and an estimate of the seconds left, at most once every ``every`` seconds and
+    always at the last row."""
+    start = time.perf_counter()
+    last = start
+
+    def report(done: int, total: int) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if done < total and now - last < every:
+            return
+        last = now
+        left = (now - start) * (total - done) / max(done, 1)
+        log(f"{what}: {done}/{total} rows after {now - start:.0f}s" + (f", ~{left:.0f}s left" if done < total else ""))
+
+    return report
 
 
 def current_key(default: str | None = "batch_size") -> str | None:
@@ -171,5 +199,7 @@ def run_chunked(n: int, batch: int, fn: Callable[[slice], T], *, what: str = "sa
             continue
         if record is not None:
             record.used = size if record.used is None else min(record.used, size)
+            if record.progress is not None:
+                record.progress(stop, n)
         start = stop
     return out

@@ -20,7 +20,7 @@ import torch
 from galsep.data.views import read_view
 from galsep.errors import InputError
 from galsep.inference.em import e_step, gaussian_start, m_step
-from galsep.inference.memory import batch_setting
+from galsep.inference.memory import batch_setting, chunk_progress
 from galsep.inference.observations import Observations, shard_rows, stack
 from galsep.inference.priors import Prior, load_checkpoint, save_checkpoint, schedule_of
 from galsep.io import atomic_path, load_torch
@@ -144,7 +144,8 @@ def estep_shard(
                                precision=p["precision"]).to(device) for s in chain.trained]
     priors += list(_frozen(chain, frozen_paths, obs.shape, p["clip"], device, p["precision"]).values())
     start = time.perf_counter()
-    with batch_setting("em.sampler.batch_size") as batch:
+    report = chunk_progress(log, f"[{chain.name}] lap {lap} E-step shard {shard + 1}/{shards}")
+    with batch_setting("em.sampler.batch_size", progress=report) as batch:
         samples = e_step("ddprism", priors, obs, p["em"]["sampler"], progress=p.get("progress", False),
                          generator=generator(p["seed"], chain.name, "estep", lap, shard, device=device))
     trained = samples[:, : len(chain.trained)].cpu()
