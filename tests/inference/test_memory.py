@@ -150,6 +150,18 @@ def test_chunk_progress_logs_at_most_every_interval_and_always_the_last_row(monk
     assert lines == ["ddprism shard 1/2: 2/4 rows after 40s, ~40s left", "ddprism shard 1/2: 4/4 rows after 60s"]
 
 
+def test_chunk_progress_names_each_later_call_and_estimates_its_own_time_left(monkeypatch) -> None:
+    clock = iter([0.0, 100.0, 110.0, 150.0])  # creation, then one reading per report
+    monkeypatch.setattr("galsep.inference.memory.time.perf_counter", lambda: next(clock))
+    lines: list[str] = []
+    report = chunk_progress(lines.append, "gibbs shard 1/1", every=0.0)
+    report(4, 4)  # a first call of 4 rows ends at 100 s
+    report(1, 4)  # the second call: 1 row in 10 s, 3 left -> 30 s (not 300 s from the job's start)
+    report(4, 4)
+    assert lines == ["gibbs shard 1/1: 4/4 rows after 100s", "gibbs shard 1/1, pass 2: 1/4 rows after 110s, ~30s left",
+                     "gibbs shard 1/1, pass 2: 4/4 rows after 150s"]
+
+
 def test_the_joint_sampler_reports_its_chunks() -> None:
     ops, y, noise_var = _problem(6)
     lines: list[str] = []

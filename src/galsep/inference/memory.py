@@ -103,18 +103,30 @@ def batch_setting(key: str | None, progress: Progress | None = None) -> Iterator
 def chunk_progress(log: Callable[[str], None], what: str, every: float = 30.0) -> Progress:
     """A :func:`batch_setting` progress callback that logs ``what``'s rows done, the seconds since the
     callback was made and an estimate of the seconds left, at most once every ``every`` seconds and
-    always at the last row."""
+    always at the last row.
+
+    A block may make several chunked calls one after another (a Gibbs sampler's conditional draws):
+    each counts its rows from zero, so after the first the line names the pass and the time left is
+    that pass's, estimated from the time since it began.
+    """
     start = time.perf_counter()
-    last = start
+    last = pass_start = start
+    passes = 1
+    ended: float | None = None  # when the previous call reported its last row
 
     def report(done: int, total: int) -> None:
-        nonlocal last
+        nonlocal last, pass_start, passes, ended
         now = time.perf_counter()
-        if done < total and now - last < every:
+        if ended is not None:  # the first chunk of the next call
+            passes, pass_start, ended = passes + 1, ended, None
+        if done >= total:
+            ended = now
+        elif now - last < every:
             return
         last = now
-        left = (now - start) * (total - done) / max(done, 1)
-        log(f"{what}: {done}/{total} rows after {now - start:.0f}s" + (f", ~{left:.0f}s left" if done < total else ""))
+        left = (now - pass_start) * (total - done) / max(done, 1)
+        name = what if passes == 1 else f"{what}, pass {passes}"
+        log(f"{name}: {done}/{total} rows after {now - start:.0f}s" + (f", ~{left:.0f}s left" if done < total else ""))
 
     return report
 
