@@ -27,7 +27,7 @@ def _shard(path, rows, **extra):
 
 
 def test_plain_payloads_load(tmp_path):
-    draws, sources, method = gather_draws([_shard(tmp_path / "b.pt", (3, 5)), _shard(tmp_path / "a.pt", (0, 3))])
+    draws, sources, method, _ = gather_draws([_shard(tmp_path / "b.pt", (3, 5)), _shard(tmp_path / "a.pt", (0, 3))])
     assert draws.shape == (5, 2, 2, 4, 4) and sources == ["galaxy", "random"] and method == "ddprism"
     lap = tmp_path / "lap1.pt"
     torch.save({"kind": "diffusion", "chain": "galaxy", "lap": 1, "params": {"seed": 0, "em": {"laps": 2}},

@@ -109,6 +109,13 @@ def test_method_contract(views, name):
     draws = fill_residual(method.draw(model, target, samples, settings, generator=gen), target)
     assert draws.shape == (len(target), samples, 2, SIZE, SIZE)
     assert torch.isfinite(draws).all()
+    # what the separation stage calls: the same draws, and mean estimates shaped like them where a method has any
+    again, means = method.separate(model, target, samples, settings, generator=torch.Generator().manual_seed(0))
+    if not method.fitted:  # draw's generator was fresh too (a fit advances it)
+        assert torch.equal(fill_residual(again, target), draws)
+    if means is not None:
+        assert means.shape == draws.shape and torch.isfinite(means).all()
+        assert (means - draws).abs().mean() < draws.abs().mean()
     if name not in ("basis", "gibbs"):  # these two do not hold the sum to the data exactly
         total = draws.sum(2).mean(1)
         assert (total - target.y).abs().mean() < 0.5 * target.y.abs().mean()

@@ -54,12 +54,13 @@ def test_catalogue_contract(run):
         "object_id": ("object",), "ra": ("object",), "dec": ("object",), "tile": ("object",),
         "observation": ("object", "y", "x"), "ivar": ("object", "y", "x"), "mask": ("object", "y", "x"),
         "neighbour": ("object", "y", "x"), "galaxy": ("object", "sample", "y", "x"), "random": ("object", "sample", "y", "x"),
-        "galaxy_mean": ("object", "y", "x"), "galaxy_std": ("object", "y", "x"),
+        "galaxy_mean": ("object", "y", "x"), "random_mean": ("object", "y", "x"), "galaxy_std": ("object", "y", "x"),
         "truth_galaxy": ("object", "y", "x"), "truth_random": ("object", "y", "x"),
         "galaxy_flux_quantiles": ("object", "quantile"),
     }.items():
         assert ds[name].dims == dims, name
     assert ds["galaxy"].attrs["units"] == "e-/s" and ds["ra"].attrs["units"] == "deg"
+    assert "Rao-Blackwellised" in ds["galaxy_mean"].attrs["description"]  # posterior.mean_sigma's default
     # every row is a target of the catalogue, with its coordinates
     targets = Table.read(run / "resources/targets.ecsv")
     by_id = {int(i): k for k, i in enumerate(targets["object_id"])}
@@ -120,7 +121,7 @@ def test_every_method_is_compared_on_the_same_galaxies(run):
     n = xr.open_zarr(run / "results/catalogue.zarr", consolidated=False).sizes["object"]
     methods = yaml.safe_load((run / TINY).read_text())["compare"]
     for method in methods:
-        draws, sources, made_by = gather_draws(sorted(map(str, (run / f"results/posterior/{method}").glob("shard*.pt"))))
+        draws, sources, made_by, _ = gather_draws(sorted(map(str, (run / f"results/posterior/{method}").glob("shard*.pt"))))
         assert made_by == method and sources == ["galaxy", "random"]
         assert draws.shape[0] == n and draws.shape[2:] == (2, 32, 32) and np.isfinite(draws).all(), method
     targets = Table.read(run / "resources/targets.ecsv")

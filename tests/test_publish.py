@@ -19,8 +19,9 @@ from workflow import ROOT
 N, S, H, W = 3, 2, 8, 8
 
 
-def made_by(tmp_path: Path, method: str) -> tuple[Path, dict]:
-    """A catalogue of N galaxies written by ``method``'s (fake) separation shard, and its recorded config."""
+def made_by(tmp_path: Path, method: str, means: torch.Tensor | None = None) -> tuple[Path, dict]:
+    """A catalogue of N galaxies written by ``method``'s (fake) separation shard (with ``means`` as its
+    posterior-mean estimates), and its recorded config."""
     rng = np.random.default_rng(0)
     cutouts = tmp_path / "galaxies.h5"
     with h5py.File(cutouts, "w") as f:
@@ -31,8 +32,11 @@ def made_by(tmp_path: Path, method: str) -> tuple[Path, dict]:
         f["ivar"] = np.full((N, H, W), 100.0, np.float32)
         f["mask"] = np.ones((N, H, W), np.uint8)
     shard = tmp_path / "shard0.pt"
-    torch.save({"rows": (0, N), "draws": torch.rand(N, S, 2, H, W) * 0.1, "sources": ["galaxy", "random"],
-                "method": method}, shard)
+    shard_data = {"rows": (0, N), "draws": torch.rand(N, S, 2, H, W) * 0.1, "sources": ["galaxy", "random"],
+                  "method": method}
+    if means is not None:
+        shard_data["mean_estimates"] = means
+    torch.save(shard_data, shard)
     weights = tmp_path / "weights.pt"
     weights.write_bytes(b"weights")
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -90,3 +94,24 @@ def test_card_reports_the_flux_residuals_by_both_kinds_of_contamination_bins(tmp
     assert f"({fluxes['by_contamination'][3]['count']})" in truth
     assert f"({fluxes['by_estimated_contamination'][3]['count']})" in estimate
     assert f"{fluxes['interval_16_84_coverage']:.2f} of galaxies" in card
+
+
+def test_the_mean_averages_the_estimates_where_the_shards_have_them(tmp_path):
+    from galsep.data.normalise import Stretch, split_flux
+
+    means = torch.rand(N, S, 2, H, W) * 0.05
+    catalogue, config = made_by(tmp_path, "ddprism", means)
+    ds = xr.open_zarr(catalogue)
+    galaxy, random = split_flux(Stretch.from_config(config["views"]), means[:, :, 0].numpy(), means[:, :, 1].numpy())
+    np.testing.assert_allclose(ds["galaxy_mean"].values, galaxy.mean(1), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ds["random_mean"].values, random.mean(1), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ds["galaxy_flux_mean"].values, galaxy.mean(1).sum((-2, -1)), rtol=1e-4)
+    assert not np.allclose(ds["galaxy_mean"].values, ds["galaxy"].values.mean(1))  # not the draws' mean
+    assert "Rao-Blackwellised" in ds["galaxy_mean"].attrs["description"]
+    publish(str(catalogue), "none", str(tmp_path / "publish"), config, log=lambda _: None)
+    card = (tmp_path / "publish" / "DATACARD.md").read_text()
+    assert "the posterior mean (the mean of each draw's Rao-Blackwellised" in card
+    # without estimates: the draws' mean
+    (tmp_path / "plain").mkdir()
+    ds = xr.open_zarr(made_by(tmp_path / "plain", "ddprism")[0])
+    np.testing.assert_allclose(ds["galaxy_mean"].values, ds["galaxy"].values.mean(1), rtol=1e-5, atol=1e-7)

@@ -3,7 +3,8 @@
 The methods are :mod:`galsep.methods`' registry. Methods that use the EM-learned priors draw with the
 priors of ``results/prior``; fitted methods are fitted on the randoms (background) and galaxies (target)
 views by :func:`fit_stage` into ``results/baselines/{method}.pt``. Every method writes shards
-``{"rows", "draws" (n, S, K, H, W) normalised, "sources", "method", "seconds", "device"}``, so the
+``{"rows", "draws" (n, S, K, H, W) normalised, "sources", "method", "seconds", "device"}`` (and
+``"mean_estimates"``, same shape, for a method whose :meth:`~galsep.methods.Method.separate` gives them), so the
 catalogue and the evaluation treat them alike. A method that models every source but one (PCPCA models
 the galaxy only) gets that source's light as the observation minus the others' on observed pixels, so
 that the draws add up to the observation like every other method's.
@@ -119,13 +120,16 @@ def separation_shard(
     section = method.section if method.section != "methods" else f"methods.{name}"
     report = chunk_progress(log, f"{name} shard {shard + 1}/{shards}")
     with batch_setting(f"{section}.sampler.batch_size", progress=report) as batch:  # methods that draw with MMPS
-        draws = fill_residual(method.draw(model, obs, S, p["settings"], generator=gen,
-                                          progress=p.get("progress", False)), obs)
+        draws, mean = method.separate(model, obs, S, p["settings"], generator=gen, progress=p.get("progress", False))
+        draws = fill_residual(draws, obs)
     seconds = time.perf_counter() - start
     draws = draws.detach().cpu()
     used = "" if batch.requested is None else f" ({batch.describe()})"
     log(f"{name} shard {shard + 1}/{shards}: {draws.shape[0]} objects x {draws.shape[1]} draws in"
         f" {seconds:.0f}s on {device}{used}")
+    shard_data = {"rows": (rows.start, rows.stop), "draws": draws, "sources": list(SOURCES), "method": name,
+                  "seconds": seconds, "device": str(device)}
+    if mean is not None:
+        shard_data["mean_estimates"] = mean.detach().cpu()
     with atomic_path(out) as tmp:
-        torch.save({"rows": (rows.start, rows.stop), "draws": draws, "sources": list(SOURCES), "method": name,
-                    "seconds": seconds, "device": str(device)}, tmp)
+        torch.save(shard_data, tmp)

@@ -47,11 +47,11 @@ def method_metrics(method: str, shard_paths: Sequence[str], cutouts: str, random
                    p: Mapping[str, Any], targets: str | None = None) -> dict[str, Any]:
     """Metrics of one method's separation shards (see the module docstring); with the targets table,
     also split by a catalogued neighbour within 1" (as the catalogue's metrics)."""
-    draws, sources, made_by = gather_draws(shard_paths)
+    draws, sources, made_by, mean = gather_draws(shard_paths)
     if made_by != method:
         raise InputError(f"the shards were made by {made_by!r}, not {method!r}")
     stretch = Stretch.from_config(p["views"])
-    ds = build_dataset(draws, sources, cutouts, stretch, {})
+    ds = build_dataset(draws, sources, cutouts, stretch, {}, mean)
     metrics = evaluate_dataset(ds, median_random(randoms), stretch, method, read_neighbours(targets))
     mask = ds["mask"].values.astype(bool)
     flat = lambda a: np.where(mask, stretch.forward(np.nan_to_num(a)), 0.0).reshape(len(a), -1)  # noqa: E731

@@ -130,7 +130,8 @@ def evaluate_dataset(ds: xr.Dataset, background: np.ndarray, stretch: Stretch, m
     S = stretch.forward
     rng = 2 * stretch.clip
     estimates = {
-        f"{method}_mean": (ds["galaxy_mean"].values, ds["random"].values.mean(1)),
+        f"{method}_mean": (ds["galaxy_mean"].values,
+                           ds["random_mean"].values if "random_mean" in ds else ds["random"].values.mean(1)),
         f"{method}_draw": (ds["galaxy"].values[:, 0], ds["random"].values[:, 0]),
         "observation": (obs, np.zeros_like(obs)),
         "minus_median_random": (obs - background, np.broadcast_to(background, obs.shape)),

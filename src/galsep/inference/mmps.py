@@ -9,6 +9,12 @@ Gaussian approximation of p(x | x_t) gives
 
 solved per sample by conjugate gradient with vector-Jacobian products only (J is symmetric for an
 exact denoiser, so J v is taken as J^T v). The system matrix is never formed.
+
+Posterior mean (Rao-Blackwellised): E[x | y] = E_{x_t ~ p(x_t | y)} E[x | x_t, y], and
+Var E[x | x_t, y] <= Var[x | y], so the posterior denoiser's output at a level sigma along each draw's
+trajectory estimates E[x | y] with less Monte-Carlo noise than the draw itself. Too large a sigma and the
+Gaussian approximation of p(x | x_t) biases it; :func:`sample_joint_posterior_and_mean` keeps, per
+observation, the output at the sampler call whose sigma is nearest (in log) to a given level.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from galsep.inference.schedule import VESchedule
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 
-__all__ = ["Operator", "JointPosterior", "PosteriorSettings", "SamplingSettings", "sample_joint_posterior"]
+__all__ = ["Operator", "JointPosterior", "PosteriorSettings", "SamplingSettings", "sample_joint_posterior",
+           "sample_joint_posterior_and_mean"]
 
 
 class Operator(Protocol):
@@ -120,6 +127,8 @@ class JointPosterior:
             Defaults are the DDPRISM galaxy experiment's (paper table 3).
 
     After each call, ``last`` holds the :class:`CGResult` (residual norms per sample) for diagnostics.
+    With ``keep_sigma`` (B,) set, ``kept`` (B, K, *S) holds, per sample, the output of the call whose
+    sigma (its first source's) was nearest in log to ``keep_sigma`` (the later call on a tie).
     """
 
     def __init__(self, denoisers: Sequence[Denoiser], operators: Sequence[Operator], y: Tensor,
@@ -138,6 +147,9 @@ class JointPosterior:
         self.warm_start = warm_start
         self.denom_floor, self.regularisation, self.reg_threshold = denom_floor, regularisation, reg_threshold
         self.last: CGResult | None = None
+        self.keep_sigma: Tensor | None = None
+        self.kept: Tensor | None = None
+        self._kept_gap: Tensor | None = None
 
     def __call__(self, x_t: Tensor, sigma: Tensor) -> Tensor:
         """x_t (B, K, *S), sigma (B,) or per source (B, K) -> E[x | x_t, y] (B, K, *S), detached."""
@@ -172,7 +184,19 @@ class JointPosterior:
                 best=self.precondition or self.warm_start)
             mean = torch.stack(means, 1)
             assert self.last.aux is not None  # aux=True: the CG accumulates the inner products
-            return mean + var.reshape(var.shape + (1,) * (mean.ndim - 2)) * self.last.aux
+            out = mean + var.reshape(var.shape + (1,) * (mean.ndim - 2)) * self.last.aux
+            if self.keep_sigma is not None:
+                self._keep(out, sigma[:, 0])
+            return out
+
+    def _keep(self, out: Tensor, sigma: Tensor) -> None:
+        gap = (sigma.log() - self.keep_sigma.log()).abs()  # type: ignore[union-attr]
+        if self.kept is None or self._kept_gap is None:
+            self.kept, self._kept_gap = out.clone(), gap
+            return
+        closer = gap <= self._kept_gap
+        self.kept = torch.where(_pad(closer, out), out, self.kept)
+        self._kept_gap = torch.where(closer, gap, self._kept_gap)
 
 
     def _jacobi(self, x_t: Tensor, means: Sequence[Tensor], var: Tensor) -> Tensor:
@@ -184,6 +208,32 @@ class JointPosterior:
             p = p + _pad(var[:, k] * j, p) * A.gram_diagonal()
         # a pixel no source reaches and observed without noise would give P = 0; its residual is 0 too
         return p.clamp_min(torch.finfo(p.dtype).tiny ** 0.5)
+
+
+def _sample(denoisers: Sequence[Denoiser], operators: Sequence[Operator], y: Tensor, noise_var: Tensor, *,
+            shape: Sequence[int], schedule: VESchedule, steps: int, corrections: int, tau: float,
+            generator: torch.Generator | None, batch_size: int | None, progress: bool, mean_sigma: Tensor | None,
+            posterior: PosteriorSettings) -> tuple[Tensor, Tensor | None]:
+    B, K = y.shape[0], len(denoisers)
+    chunk = B if batch_size is None else batch_size
+
+    def run(idx: slice) -> tuple[Tensor, Tensor | None]:
+        post = JointPosterior(denoisers, [A[idx] for A in operators], y[idx], noise_var[idx],
+                              **posterior)
+        if mean_sigma is not None:
+            post.keep_sigma = mean_sigma[idx]
+        n = idx.stop - idx.start
+        x1 = schedule.sigma_max * torch.randn((n, K, *shape), generator=generator, device=y.device,
+                                              dtype=y.dtype)
+        draws = pc_sample(post, x1, schedule, steps=steps, corrections=corrections, tau=tau,
+                          generator=generator, progress=progress)
+        return draws, post.kept
+
+    out = run_chunked(B, chunk, run, what="sampling the posterior")
+    draws = torch.cat([d for d, _ in out], 0)
+    if mean_sigma is None:
+        return draws, None
+    return draws, torch.cat([m for _, m in out if m is not None], 0)
 
 
 def sample_joint_posterior(denoisers: Sequence[Denoiser], operators: Sequence[Operator], y: Tensor,
@@ -207,17 +257,30 @@ def sample_joint_posterior(denoisers: Sequence[Denoiser], operators: Sequence[Op
     Returns:
         samples, shape (B, K, *S), detached.
     """
-    B, K = y.shape[0], len(denoisers)
-    chunk = B if batch_size is None else batch_size
+    draws, _ = _sample(denoisers, operators, y, noise_var, shape=shape, schedule=schedule, steps=steps,
+                       corrections=corrections, tau=tau, generator=generator, batch_size=batch_size,
+                       progress=progress, mean_sigma=None, posterior=posterior)
+    return draws
 
-    def run(idx: slice) -> Tensor:
-        post = JointPosterior(denoisers, [A[idx] for A in operators], y[idx], noise_var[idx],
-                              **posterior)
-        n = idx.stop - idx.start
-        x1 = schedule.sigma_max * torch.randn((n, K, *shape), generator=generator, device=y.device,
-                                              dtype=y.dtype)
-        return pc_sample(post, x1, schedule, steps=steps, corrections=corrections, tau=tau,
-                         generator=generator, progress=progress)
 
-    out = run_chunked(B, chunk, run, what="sampling the posterior")
-    return torch.cat(out, 0)
+def sample_joint_posterior_and_mean(denoisers: Sequence[Denoiser], operators: Sequence[Operator], y: Tensor,
+                                    noise_var: Tensor, *, mean_sigma: Tensor, shape: Sequence[int],
+                                    schedule: VESchedule, steps: int = 64, corrections: int = 1, tau: float = 1e-2,
+                                    generator: torch.Generator | None = None, batch_size: int | None = None,
+                                    progress: bool = False, **posterior: Unpack[PosteriorSettings]
+                                    ) -> tuple[Tensor, Tensor]:
+    """:func:`sample_joint_posterior`'s draws (the same ones, for the same generator) and, per draw, the
+    Rao-Blackwellised estimate of E[x | y]: the posterior denoiser's output along the draw's trajectory at
+    the call whose sigma is nearest in log to ``mean_sigma`` (B,) (module docstring).
+
+    Returns:
+        draws and estimates, each (B, K, *S), detached.
+    """
+    if mean_sigma.shape != y.shape[:1]:
+        raise ValueError(f"mean_sigma needs one level per observation, {tuple(y.shape[:1])}, got"
+                         f" {tuple(mean_sigma.shape)}")
+    draws, mean = _sample(denoisers, operators, y, noise_var, shape=shape, schedule=schedule, steps=steps,
+                          corrections=corrections, tau=tau, generator=generator, batch_size=batch_size,
+                          progress=progress, mean_sigma=mean_sigma, posterior=posterior)
+    assert mean is not None  # mean_sigma given: every chunk kept its estimates
+    return draws, mean

@@ -106,6 +106,13 @@ class Method(ABC, Generic[ModelT]):
         ``uses_priors``. S = ``samples`` (1 for a deterministic method).
         """
 
+    def separate(self, model: ModelT, obs: Observations, samples: int, settings: Mapping[str, Any], *,
+                 generator: torch.Generator, progress: bool = False) -> tuple[Tensor, Tensor | None]:
+        """:meth:`draw`'s draws and, for a method that has one, a lower-variance estimate of each draw's
+        posterior mean (same shape, (n, S, K, *shape); averaged over S it estimates E[x | y]); else None.
+        The separation stage calls this; the catalogue's mean averages the estimates where there are some."""
+        return self.draw(model, obs, samples, settings, generator=generator, progress=progress), None
+
     def sample_prior(self, model: ModelT, n: int, sources: int, *, generator: torch.Generator) -> Tensor:
         """n draws (n, K, *shape) from the fitted model's prior (NaN for sources it does not model)."""
         raise NotImplementedError(f"{self.name} has no prior to draw from")

@@ -1,6 +1,10 @@
 """DDPRISM's separation: joint posterior draws of every source under the EM-learned diffusion priors,
 by moment matching (MMPS) with conjugate gradients in a predictor-corrector sampler (Wagner-Carena,
-Akhmetzhanova & Erickson, arXiv 2510.05205, section 3). Settings: the ``posterior`` section."""
+Akhmetzhanova & Erickson, arXiv 2510.05205, section 3). Settings: the ``posterior`` section.
+
+With ``mean_sigma`` set, every draw also yields a Rao-Blackwellised estimate of E[x | y]: the posterior
+denoiser's output at sigma = mean_sigma x the observation's noise (the median noise standard deviation of
+its observed pixels), see :mod:`galsep.inference.mmps`."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ if TYPE_CHECKING:
     from galsep.inference.observations import Observations
     from galsep.inference.priors import Prior
 
-__all__ = ["DDPRISM"]
+__all__ = ["DDPRISM", "noise_level"]
 
 
 class DDPRISM(Method["Sequence[Prior]"]):
@@ -29,8 +33,30 @@ class DDPRISM(Method["Sequence[Prior]"]):
 
     def draw(self, model: Sequence[Prior], obs: Observations, samples: int, settings: Mapping[str, Any], *,
              generator: torch.Generator, progress: bool = False) -> Tensor:
-        from galsep.inference.em import e_step
+        return self.separate(model, obs, samples, settings, generator=generator, progress=progress)[0]
+
+    def separate(self, model: Sequence[Prior], obs: Observations, samples: int, settings: Mapping[str, Any], *,
+                 generator: torch.Generator, progress: bool = False) -> tuple[Tensor, Tensor | None]:
+        from galsep.inference.em import e_step, sampler_kwargs, schedule_of_priors
+        from galsep.inference.mmps import sample_joint_posterior_and_mean
 
         rep = repeated(obs, samples)
-        return unflatten(e_step("ddprism", model, rep, settings["sampler"], generator=generator, progress=progress),
-                         len(obs), samples)
+        if settings.get("mean_sigma") is None:
+            draws = e_step("ddprism", model, rep, settings["sampler"], generator=generator, progress=progress)
+            return unflatten(draws, len(obs), samples), None
+        level = settings["mean_sigma"] * noise_level(rep)
+        draws, mean = sample_joint_posterior_and_mean(
+            model, rep.operators(), rep.y, rep.variance, mean_sigma=level, shape=rep.shape, generator=generator,
+            progress=progress, **sampler_kwargs(settings["sampler"], schedule_of_priors(model)))
+        return unflatten(draws, len(obs), samples), unflatten(mean, len(obs), samples)
+
+
+def noise_level(obs: Observations) -> Tensor:
+    """Each observation's median noise standard deviation over its observed pixels (all, without a mask), (N,)."""
+    import torch
+
+    std = obs.variance.sqrt().flatten(1)
+    if obs.mask is None:
+        return std.median(1).values
+    seen = obs.mask.flatten(1) > 0
+    return torch.stack([s[m].median() if bool(m.any()) else s.median() for s, m in zip(std, seen, strict=True)])

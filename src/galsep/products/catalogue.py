@@ -29,12 +29,14 @@ __all__ = ["QUANTILES", "ZEROPOINT_AB", "gather_draws", "build_dataset", "proven
            "write_catalogue"]
 
 QUANTILES = (0.16, 0.5, 0.84)
+MEAN = "posterior mean: "  # how galaxy_mean was estimated follows (the data card reads it)
 ZEROPOINT_AB = 25.937  # ACS/WFC F814W AB zeropoint for e-/s (synthetic tiles use the same)
 
 
-def gather_draws(shard_paths: Sequence[str]) -> tuple[np.ndarray, list[str], str]:
-    """Concatenate separation shards in row order: (N, S, K, H, W) normalised draws, source names and
-    the method that made them (see :mod:`galsep.separation`)."""
+def gather_draws(shard_paths: Sequence[str]) -> tuple[np.ndarray, list[str], str, np.ndarray | None]:
+    """Concatenate separation shards in row order: (N, S, K, H, W) normalised draws, source names, the
+    method that made them and its per-draw posterior-mean estimates (same shape) where every shard has
+    them, else None (see :mod:`galsep.separation`)."""
     parts = sorted((load_torch(p) for p in shard_paths),
                    key=lambda d: d["rows"][0])
     stop = 0
@@ -45,13 +47,20 @@ def gather_draws(shard_paths: Sequence[str]) -> tuple[np.ndarray, list[str], str
     methods = {d.get("method", "ddprism") for d in parts}
     if len(methods) > 1:
         raise InputError(f"shards of different methods {sorted(methods)} cannot make one catalogue")
-    return torch.cat([d["draws"] for d in parts]).numpy(), parts[0]["sources"], methods.pop()
+    means = [d["mean_estimates"] for d in parts if d.get("mean_estimates") is not None]
+    mean = torch.cat(means).numpy() if len(means) == len(parts) else None
+    return torch.cat([d["draws"] for d in parts]).numpy(), parts[0]["sources"], methods.pop(), mean
 
 
 def build_dataset(
-    draws: np.ndarray, sources: Sequence[str], cutouts_path: str, stretch: Stretch, attrs: Mapping[str, Any]
+    draws: np.ndarray, sources: Sequence[str], cutouts_path: str, stretch: Stretch, attrs: Mapping[str, Any],
+    mean_estimates: np.ndarray | None = None,
 ) -> xr.Dataset:
-    """The catalogue as an xarray Dataset (see the module docstring)."""
+    """The catalogue as an xarray Dataset (see the module docstring).
+
+    ``galaxy_mean`` and ``random_mean`` average ``mean_estimates`` (N, S, K, H, W; Rao-Blackwellised
+    estimates of each draw's posterior mean, see :mod:`galsep.inference.mmps`) where given, else the draws.
+    """
     with h5py.File(cutouts_path, "r") as f:
         cut = {k: f[k][...] for k in f}
     n = len(cut["object_id"])
@@ -59,6 +68,14 @@ def build_dataset(
         raise InputError(f"{draws.shape[0]} posterior rows for {n} galaxy cutouts")
     gal_n, ran_n = draws[:, :, sources.index("galaxy")], draws[:, :, sources.index("random")]
     galaxy, random = split_flux(stretch, gal_n, ran_n)
+    if mean_estimates is None:
+        galaxy_mean, random_mean = galaxy.mean(1), random.mean(1)
+        how = "the mean of the draws"
+    else:
+        g_e, r_e = split_flux(stretch, mean_estimates[:, :, sources.index("galaxy")],
+                              mean_estimates[:, :, sources.index("random")])
+        galaxy_mean, random_mean = g_e.mean(1), r_e.mean(1)
+        how = "the mean of each draw's Rao-Blackwellised estimate E[x | x_t, y] (less noisy than the draws' mean)"
     flux = galaxy.sum(axis=(-2, -1))  # (N, S) e-/s inside the cutout
     obs = ("object", "y", "x")
     draw = ("object", "sample", "y", "x")
@@ -73,11 +90,13 @@ def build_dataset(
         "galaxy": (draw, galaxy.astype(np.float32), {"units": "e-/s", "description": "posterior draws of the galaxy"}),
         "random": (draw, random.astype(np.float32),
                    {"units": "e-/s", "description": "posterior draws of the contaminating light"}),
-        "galaxy_mean": (obs, galaxy.mean(1).astype(np.float32), {"units": "e-/s"}),
+        "galaxy_mean": (obs, galaxy_mean.astype(np.float32), {"units": "e-/s", "description": f"{MEAN}{how}"}),
+        "random_mean": (obs, random_mean.astype(np.float32), {"units": "e-/s", "description": f"{MEAN}{how}"}),
         "galaxy_std": (obs, galaxy.std(1).astype(np.float32), {"units": "e-/s"}),
         "galaxy_flux": (("object", "sample"), flux.astype(np.float32),
                         {"units": "e-/s", "description": "galaxy flux inside the cutout, per draw"}),
-        "galaxy_flux_mean": ("object", flux.mean(1), {"units": "e-/s"}),
+        "galaxy_flux_mean": ("object", galaxy_mean.sum(axis=(-2, -1)),
+                             {"units": "e-/s", "description": "galaxy flux of galaxy_mean inside the cutout"}),
         "galaxy_flux_quantiles": (("object", "quantile"), np.quantile(flux, QUANTILES, axis=1).T,
                                   {"units": "e-/s"}),
         "galaxy_mag": ("object", ZEROPOINT_AB - 2.5 * np.log10(np.clip(np.median(flux, 1), 1e-12, None)),
@@ -134,9 +153,9 @@ def write_catalogue(
     ``weight_paths`` name the files whose checksums the catalogue records: {source: prior} for the
     diffusion methods, {method: fitted model} for the others.
     """
-    draws, sources, method = gather_draws(shard_paths)
+    draws, sources, method, mean = gather_draws(shard_paths)
     stretch = Stretch.from_config(config["views"])
-    ds = build_dataset(draws, sources, cutouts_path, stretch, provenance(config, method, weight_paths))
+    ds = build_dataset(draws, sources, cutouts_path, stretch, provenance(config, method, weight_paths), mean)
     with atomic_path(out) as tmp:
         ds.to_zarr(tmp, zarr_format=3, consolidated=False, mode="w", encoding=chunk_encoding(ds))
     log(f"catalogue ({method}): {ds.sizes['object']} galaxies x {ds.sizes['sample']} draws -> {out}")

@@ -12,6 +12,7 @@ import xarray as xr
 from astropy.table import Table
 
 from galsep.io import atomic_path, sha256_file
+from galsep.products.catalogue import MEAN
 
 __all__ = ["SUMMARY_COLUMNS", "summary_table", "data_card", "publish"]
 
@@ -99,7 +100,9 @@ def data_card(ds: xr.Dataset, metrics: Mapping[str, Any] | None, checksums: Mapp
         "this equals inverse(g). Galaxy fluxes are sums over the cutout of these images: they miss light "
         "outside the cutout and inherit the model's errors where bright contaminants overlap the galaxy.",
         "", "## What a galaxy flux means",
-        "`galaxy_flux_mean` is the mean of the draws' fluxes: the posterior mean, whose error averages to "
+        "`galaxy_flux_mean` is the flux of `galaxy_mean`, the posterior mean ("
+        + ds["galaxy_mean"].attrs.get("description", "the mean of the draws").removeprefix(MEAN)
+        + "), whose error averages to "
         "zero over galaxies whose data look alike (same estimated contamination, say), as far as the priors "
         "are right. It is not unbiased for a subset chosen by what the data cannot show: galaxies known "
         "(from elsewhere) to be isolated come out low by the light typical cutouts carry, the most "
