@@ -126,16 +126,18 @@ class JointPosterior:
         reg_threshold: samples whose CG residual norm exceeds this are re-solved; None disables re-solves.
             Defaults are the DDPRISM galaxy experiment's (paper table 3).
 
+        keep_sigma: a level per sample, (B,); with it, ``kept`` (B, K, *S) holds, per sample, the output of
+            the call whose sigma (its first source's) was nearest in log to it (the later call on a tie).
+
     After each call, ``last`` holds the :class:`CGResult` (residual norms per sample) for diagnostics.
-    With ``keep_sigma`` (B,) set, ``kept`` (B, K, *S) holds, per sample, the output of the call whose
-    sigma (its first source's) was nearest in log to ``keep_sigma`` (the later call on a tie).
     """
 
     def __init__(self, denoisers: Sequence[Denoiser], operators: Sequence[Operator], y: Tensor,
                  noise_var: Tensor, *, cg_iters: int = 1, precondition: bool = False, warm_start: bool = False,
                  cg_tol: float = 1e-6,
                  denom_floor: float = 1e-3,
-                 regularisation: float | None = 1e-2, reg_threshold: float | None = 10.0) -> None:
+                 regularisation: float | None = 1e-2, reg_threshold: float | None = 10.0,
+                 keep_sigma: Tensor | None = None) -> None:
         if len(denoisers) != len(operators) or not denoisers:
             raise ValueError(f"need one operator per denoiser, got {len(denoisers)} and {len(operators)}")
         if y.shape != noise_var.shape:
@@ -147,7 +149,7 @@ class JointPosterior:
         self.warm_start = warm_start
         self.denom_floor, self.regularisation, self.reg_threshold = denom_floor, regularisation, reg_threshold
         self.last: CGResult | None = None
-        self.keep_sigma: Tensor | None = None
+        self.keep_sigma = keep_sigma
         self.kept: Tensor | None = None
         self._kept_gap: Tensor | None = None
 
@@ -219,9 +221,7 @@ def _sample(denoisers: Sequence[Denoiser], operators: Sequence[Operator], y: Ten
 
     def run(idx: slice) -> tuple[Tensor, Tensor | None]:
         post = JointPosterior(denoisers, [A[idx] for A in operators], y[idx], noise_var[idx],
-                              **posterior)
-        if mean_sigma is not None:
-            post.keep_sigma = mean_sigma[idx]
+                              keep_sigma=None if mean_sigma is None else mean_sigma[idx], **posterior)
         n = idx.stop - idx.start
         x1 = schedule.sigma_max * torch.randn((n, K, *shape), generator=generator, device=y.device,
                                               dtype=y.dtype)

@@ -44,7 +44,7 @@ class DDPRISM(Method["Sequence[Prior]"]):
         if settings.get("mean_sigma") is None:
             draws = e_step("ddprism", model, rep, settings["sampler"], generator=generator, progress=progress)
             return unflatten(draws, len(obs), samples), None
-        level = settings["mean_sigma"] * noise_level(rep)
+        level = settings["mean_sigma"] * noise_level(obs).repeat_interleave(samples)  # rep's row order
         draws, mean = sample_joint_posterior_and_mean(
             model, rep.operators(), rep.y, rep.variance, mean_sigma=level, shape=rep.shape, generator=generator,
             progress=progress, **sampler_kwargs(settings["sampler"], schedule_of_priors(model)))
@@ -56,7 +56,9 @@ def noise_level(obs: Observations) -> Tensor:
     import torch
 
     std = obs.variance.sqrt().flatten(1)
+    everywhere = std.median(1).values
     if obs.mask is None:
-        return std.median(1).values
+        return everywhere
     seen = obs.mask.flatten(1) > 0
-    return torch.stack([s[m].median() if bool(m.any()) else s.median() for s, m in zip(std, seen, strict=True)])
+    observed = torch.where(seen, std, torch.nan).nanmedian(1).values
+    return torch.where(seen.any(1), observed, everywhere)
