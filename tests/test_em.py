@@ -17,7 +17,7 @@ PARAMS = {
     "network": {"channels": [4, 8], "blocks": 1, "attention_levels": [1], "heads": 1, "emb_features": 8,
                 "dropout": 0.1},
     "em": {"train": {"steps": 3, "batch_size": 4, "lr": 1e-3, "lr_schedule": "cosine", "grad_clip": 1.0,
-                     "ema_decay": 0.9, "weight_decay": 0.0}},
+                     "ema_decay": 0.9, "weight_decay": 0.0, "augment": "dihedral"}},
 }
 
 

@@ -157,7 +157,7 @@ EM = {
     "diffusion": {"sigma_min": 1e-3, "sigma_max": 10.0}, "clip": 4.0,
     "network": {"hidden": [32, 32], "emb_features": 8, "dropout": 0.0},
     "train": {"steps": 5, "batch_size": 16, "lr": 1e-3, "lr_schedule": "linear", "grad_clip": 1.0,
-              "ema_decay": 0.0, "weight_decay": 0.0},
+              "ema_decay": 0.0, "weight_decay": 0.0, "augment": "none"},
     "laps": [1, 1, 1],
     "sampler": {"steps": 3, "corrections": 1, "tau": 0.1, "cg_iters": 1, "precondition": False,
                 "warm_start": False, "cg_tol": 1e-6, "denom_floor": 0.0, "regularisation": None,

@@ -13,7 +13,7 @@ from galsep.inference.denoiser import EDMDenoiser
 from galsep.inference.nets import MLP, UNet
 from galsep.inference.samplers import ddim_sample, pc_sample
 from galsep.inference.schedule import VESchedule
-from galsep.inference.training import batches, lr_factor, train_denoiser
+from galsep.inference.training import EMA, batches, dihedral, lr_factor, train_denoiser
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -119,3 +119,89 @@ def test_batches_cover_every_epoch() -> None:
         assert sorted(stream[e * n:(e + 1) * n].tolist()) == list(range(n))
     big = next(batches(3, 7, torch.Generator().manual_seed(0)))  # batch larger than the data
     assert big.shape == (7,) and set(big.tolist()) == {0, 1, 2}
+
+
+def d4(image: Tensor) -> list[Tensor]:
+    """The 8 images of ``image`` (..., H, H) under the square's symmetries, built from transposes and flips."""
+    out = []
+    for m in (image, image.transpose(-2, -1)):
+        out += [m, m.flip(-1), m.flip(-2), m.flip(-2, -1)]
+    return out
+
+
+def test_dihedral_turns_each_sample_by_a_uniform_symmetry_of_the_square() -> None:
+    g = torch.Generator().manual_seed(0)
+    # one asymmetric 5x5 image (distinct pixel values: its 8 images are distinct), 4000 copies, a channel axis
+    base = torch.randperm(25, generator=g).float().reshape(1, 5, 5)
+    x = base.expand(4000, 1, 5, 5).clone()
+    y = dihedral(x, torch.Generator().manual_seed(1))
+    images = torch.stack(d4(base))  # (8, 1, 5, 5)
+    assert len({tuple(m.flatten().tolist()) for m in images}) == 8
+    match = (y[:, None] == images[None]).flatten(2).all(-1)  # (4000, 8)
+    assert (match.sum(1) == 1).all()  # every output is exactly one symmetry image of its input
+    counts = match.sum(0).double()
+    # uniform on 8 elements: each count ~ Binomial(4000, 1/8), sd 21; 5 sd either side of 500
+    assert ((counts - 500).abs() < 105).all(), counts
+    # each sample is transformed independently of its neighbours, and the draw is seeded
+    assert torch.equal(y, dihedral(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(y, dihedral(x, torch.Generator().manual_seed(2)))
+    with pytest.raises(ValueError, match="square"):
+        dihedral(torch.zeros(3, 1, 4, 5), g)
+
+
+def test_training_sees_augmented_batches_only_when_asked() -> None:
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(6, 8, 8, generator=g)
+
+    class Recorder(EDMDenoiser):
+        seen: list[Tensor]
+
+        def loss(self, x: Tensor, sigma: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+            self.seen.append(x.detach().clone())
+            return super().loss(x, sigma, generator=generator)
+
+    def seen(augment: str) -> Tensor:
+        den = Recorder(UNet(channels=(4,), blocks=1, attention_levels=(), emb_features=8))
+        den.seen = []
+        train_denoiser(den, data, schedule=SCHEDULE, steps=10, batch_size=6, lr=1e-3, lr_schedule="constant",
+                       grad_clip=1.0, ema_decay=0.9, augment=augment, generator=torch.Generator().manual_seed(1))
+        return torch.cat(den.seen)  # (60, 8, 8)
+
+    images = torch.stack([torch.stack(d4(x)) for x in data])  # (6, 8, 8, 8)
+
+    def elements(batch: Tensor) -> Tensor:
+        """Which (training image, symmetry) each row of ``batch`` is: (rows, 6, 8) booleans."""
+        return (batch[:, None, None] == images[None]).flatten(3).all(-1)
+
+    plain, turned = elements(seen("none")), elements(seen("dihedral"))
+    assert plain[..., 0].any(-1).all() and not plain[..., 1:].any()  # the data as stored
+    assert (turned.flatten(1).sum(1) == 1).all()  # still one training image each, under one symmetry
+    assert turned[..., 1:].any()  # and not only the identity
+    with pytest.raises(ValueError, match="square images"):
+        train_denoiser(EDMDenoiser(MLP(2, hidden=(8,), emb_features=8)), torch.zeros(4, 2), schedule=SCHEDULE,
+                       steps=1, batch_size=2, lr=1e-3, lr_schedule="constant", grad_clip=1.0, ema_decay=0.9,
+                       augment="dihedral", generator=g)
+    with pytest.raises(ValueError, match="unknown augment"):
+        train_denoiser(EDMDenoiser(MLP(2, hidden=(8,), emb_features=8)), torch.zeros(4, 2), schedule=SCHEDULE,
+                       steps=1, batch_size=2, lr=1e-3, lr_schedule="constant", grad_clip=1.0, ema_decay=0.9,
+                       augment="rotate", generator=g)
+
+
+def test_ema_starts_at_the_model_and_follows_the_recursion() -> None:
+    torch.manual_seed(0)
+    model = MLP(2, hidden=(8,), emb_features=4)
+    start = [p.detach().clone() for p in model.parameters()]
+    ema = EMA(model, 0.9)
+    snapshots = []
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        snapshots.append([p.detach().clone() for p in model.parameters()])
+        ema.update(model)
+    # shadow = 0.9^3 start + sum_k 0.1 * 0.9^(2 - k) theta_k, parameter by parameter
+    for i, s in enumerate(ema.shadow.parameters()):
+        want = 0.9**3 * start[i] + sum(0.1 * 0.9 ** (2 - k) * snapshots[k][i] for k in range(3))
+        torch.testing.assert_close(s, want)
+        assert not s.requires_grad
+    assert not ema.shadow.training

@@ -125,7 +125,7 @@ def m_step(samples: Tensor, *, network: Mapping[str, Any], train: Mapping[str, A
             model, samples.detach(), schedule=schedule, steps=train["steps"], batch_size=train["batch_size"],  # type: ignore[arg-type]
             lr=train["lr"], lr_schedule=train["lr_schedule"], grad_clip=train["grad_clip"],
             ema_decay=train["ema_decay"], weight_decay=train["weight_decay"], generator=generator,
-            progress=progress, log=log,
+            augment=train["augment"], progress=progress, log=log,
         )
     return MStep(model, Prior.network_of(network, model, result.ema, schedule, bound=bound), result.losses)
 

@@ -3,31 +3,45 @@
 Every call builds a fresh optimiser and learning-rate schedule (DDPRISM, arXiv 2510.05205, and Rozet
 et al., arXiv 2405.13712, restart both at each EM lap) while continuing from the denoiser's current
 weights. The loss is EDM's (Karras et al., arXiv 2206.00364).
+
+Augmentation by the symmetries of the prior: when p(x) is invariant under a group G acting on the
+pixels (g x ~ p for x ~ p and every g in G), training on g x with g uniform on G targets the same
+prior while every E-step sample stands for |G| training images. Sky images are statistically isotropic
+and the square pixel grid keeps exactly the dihedral group D4 (4 rotations by 90 degrees, each with and
+without a mirror flip), so ``augment="dihedral"`` applies a uniform element of D4 to each sample of a
+batch. A PSF with a preferred direction breaks the invariance, which is why it is a setting.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from galsep.errors import OutOfMemoryError
 from galsep.inference.denoiser import EDMDenoiser
 from galsep.inference.memory import OOM_ERRORS, current_key, oom_message
 from galsep.inference.schedule import VESchedule, sample_t
 
-__all__ = ["EMA", "TrainResult", "lr_factor", "batches", "train_denoiser"]
+__all__ = ["AUGMENTATIONS", "EMA", "TrainResult", "batches", "dihedral", "lr_factor", "train_denoiser"]
+
+# names accepted by train_denoiser(augment=...) and the configs' em.train.augment
+AUGMENTATIONS = ("none", "dihedral")
 
 
 class EMA:
     """Exponential moving average of a module's weights: shadow <- decay shadow + (1 - decay) model.
 
+    torch's own (``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``), started from the
+    model's current weights so that the first update already averages, as Karras et al. and DDPRISM do;
+    buffers (e.g. norm statistics) are copied, not averaged.
+
     Args:
-        model: module to track; the shadow starts as a frozen deep copy of it in eval mode.
+        model: module to track; the shadow is a frozen deep copy of it in eval mode.
         decay: in [0, 1); the shadow averages over about 1 / (1 - decay) updates.
     """
 
@@ -35,15 +49,14 @@ class EMA:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
-        self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
+        self._averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=False)
+        self._averaged.update_parameters(model)  # the first update copies: the average starts at the model
+        self.shadow = self._averaged.module.eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Move the shadow parameters towards ``model``'s; buffers (e.g. norm statistics) are copied."""
-        for s, p in zip(self.shadow.parameters(), model.parameters(), strict=True):
-            s.lerp_(p.detach(), 1.0 - self.decay)
-        for sb, b in zip(self.shadow.buffers(), model.buffers(), strict=True):
-            sb.copy_(b)
+        """Move the shadow parameters towards ``model``'s; buffers are copied."""
+        self._averaged.update_parameters(model)
 
     def state_dict(self) -> dict[str, Tensor]:
         """The shadow module's state dict."""
@@ -83,9 +96,31 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Ten
         buffer = buffer[batch_size:]
 
 
+def dihedral(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Each sample turned by its own uniform element of the dihedral group D4 (8 symmetries of a square).
+
+    Args:
+        x: images (B, ..., H, W) with H == W; the group acts on the last two axes.
+        generator: draws the elements, on its own device.
+    Returns:
+        (B, ..., H, W): sample b is rot90(flip^f(x_b), r) with (f, r) = divmod(k_b, 4), k_b uniform in 0..7.
+    """
+    if x.ndim < 3 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"dihedral augmentation needs square images (B, ..., H, H), got shape {tuple(x.shape)}")
+    k = torch.randint(8, (x.shape[0],), generator=generator, device=generator.device).to(x.device)
+    out = torch.empty_like(x)
+    for g in range(8):
+        rows = k == g
+        if rows.any():
+            flip, turns = divmod(g, 4)
+            y = x[rows].flip(-1) if flip else x[rows]
+            out[rows] = torch.rot90(y, turns, dims=(-2, -1))
+    return out
+
+
 def train_denoiser(denoiser: EDMDenoiser, data: Tensor, *, schedule: VESchedule, steps: int, batch_size: int,
                    lr: float, lr_schedule: str, grad_clip: float, ema_decay: float, weight_decay: float = 0.0,
-                   generator: torch.Generator, progress: bool = False,
+                   generator: torch.Generator, augment: str = "none", progress: bool = False,
                    log: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``denoiser`` in place on ``data`` and return its EMA copy.
 
@@ -99,12 +134,19 @@ def train_denoiser(denoiser: EDMDenoiser, data: Tensor, *, schedule: VESchedule,
         grad_clip: max global gradient norm (<= 0 or inf disables clipping).
         ema_decay: EMA decay per step.
         weight_decay: AdamW decoupled weight decay (0 is plain Adam).
-        generator: seeds batches, times and noise; randoms are drawn on its device and moved to data's.
+        generator: seeds batches, times, noise and augmentations; randoms are drawn on its device and
+            moved to data's.
+        augment: "none", or "dihedral" (:func:`dihedral`, for square images whose prior is isotropic).
         progress: show a tqdm bar.
         log: called with a one-line summary about ten times per run.
     Returns:
         TrainResult with the EMA module (a copy of ``denoiser``) and the per-step losses.
     """
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augment {augment!r}: one of {list(AUGMENTATIONS)}")
+    if augment == "dihedral" and (data.ndim < 3 or data.shape[-1] != data.shape[-2]):
+        raise ValueError(f"augment 'dihedral' needs square images (N, ..., H, H), got data of shape "
+                         f"{tuple(data.shape)}: set augment 'none'")
     device = data.device
     denoiser.to(device).train()
     ema = EMA(denoiser, ema_decay)
@@ -120,6 +162,8 @@ def train_denoiser(denoiser: EDMDenoiser, data: Tensor, *, schedule: VESchedule,
         iterator = trange(steps, leave=False)
     for step in iterator:
         x = data[next(index).to(device)]
+        if augment == "dihedral":
+            x = dihedral(x, generator)
         t = sample_t(batch_size, generator=generator, device=generator.device, dtype=data.dtype).to(device)
         try:
             loss = denoiser.loss(x, schedule.sigma(t), generator=generator)
