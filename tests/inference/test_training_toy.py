@@ -13,7 +13,7 @@ from galsep.inference.denoiser import EDMDenoiser
 from galsep.inference.nets import MLP, UNet
 from galsep.inference.samplers import ddim_sample, pc_sample
 from galsep.inference.schedule import VESchedule
-from galsep.inference.training import EMA, batches, dihedral, lr_factor, train_denoiser
+from galsep.inference.training import EMA, batches, lr_factor, train_denoiser
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -127,27 +127,6 @@ def d4(image: Tensor) -> list[Tensor]:
     for m in (image, image.transpose(-2, -1)):
         out += [m, m.flip(-1), m.flip(-2), m.flip(-2, -1)]
     return out
-
-
-def test_dihedral_turns_each_sample_by_a_uniform_symmetry_of_the_square() -> None:
-    g = torch.Generator().manual_seed(0)
-    # one asymmetric 5x5 image (distinct pixel values: its 8 images are distinct), 4000 copies, a channel axis
-    base = torch.randperm(25, generator=g).float().reshape(1, 5, 5)
-    x = base.expand(4000, 1, 5, 5).clone()
-    y = dihedral(x, torch.Generator().manual_seed(1))
-    images = torch.stack(d4(base))  # (8, 1, 5, 5)
-    assert len({tuple(m.flatten().tolist()) for m in images}) == 8
-    match = (y[:, None] == images[None]).flatten(2).all(-1)  # (4000, 8)
-    assert (match.sum(1) == 1).all()  # every output is exactly one symmetry image of its input
-    counts = match.sum(0).double()
-    # uniform on 8 elements: each count ~ Binomial(4000, 1/8), sd 21; 5 sd either side of 500
-    assert ((counts - 500).abs() < 105).all(), counts
-    # each sample is transformed independently of its neighbours, and the draw is seeded
-    assert torch.equal(y, dihedral(x, torch.Generator().manual_seed(1)))
-    assert not torch.equal(y, dihedral(x, torch.Generator().manual_seed(2)))
-    with pytest.raises(ValueError, match="square"):
-        dihedral(torch.zeros(3, 1, 4, 5), g)
-
 
 def test_training_sees_augmented_batches_only_when_asked() -> None:
     g = torch.Generator().manual_seed(0)

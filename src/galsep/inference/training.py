@@ -6,10 +6,9 @@ weights. The loss is EDM's (Karras et al., arXiv 2206.00364).
 
 Augmentation by the symmetries of the prior: when p(x) is invariant under a group G acting on the
 pixels (g x ~ p for x ~ p and every g in G), training on g x with g uniform on G targets the same
-prior while every E-step sample stands for |G| training images. Sky images are statistically isotropic
-and the square pixel grid keeps exactly the dihedral group D4 (4 rotations by 90 degrees, each with and
-without a mirror flip), so ``augment="dihedral"`` applies a uniform element of D4 to each sample of a
-batch. A PSF with a preferred direction breaks the invariance, which is why it is a setting.
+prior while every E-step sample stands for |G| training images. ``augment="dihedral"`` turns each
+sample of a batch by a uniform element of the square's symmetries (:mod:`galsep.inference.symmetry`);
+a PSF with a preferred direction breaks the invariance, which is why it is a setting.
 """
 
 from __future__ import annotations
@@ -26,8 +25,9 @@ from galsep.errors import OutOfMemoryError
 from galsep.inference.denoiser import EDMDenoiser
 from galsep.inference.memory import OOM_ERRORS, current_key, oom_message
 from galsep.inference.schedule import VESchedule, sample_t
+from galsep.inference.symmetry import random_elements, turn
 
-__all__ = ["AUGMENTATIONS", "EMA", "TrainResult", "batches", "dihedral", "lr_factor", "train_denoiser"]
+__all__ = ["AUGMENTATIONS", "EMA", "TrainResult", "batches", "lr_factor", "train_denoiser"]
 
 # names accepted by train_denoiser(augment=...) and the configs' em.train.augment
 AUGMENTATIONS = ("none", "dihedral")
@@ -96,28 +96,6 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Ten
         buffer = buffer[batch_size:]
 
 
-def dihedral(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Each sample turned by its own uniform element of the dihedral group D4 (8 symmetries of a square).
-
-    Args:
-        x: images (B, ..., H, W) with H == W; the group acts on the last two axes.
-        generator: draws the elements, on its own device.
-    Returns:
-        (B, ..., H, W): sample b is rot90(flip^f(x_b), r) with (f, r) = divmod(k_b, 4), k_b uniform in 0..7.
-    """
-    if x.ndim < 3 or x.shape[-1] != x.shape[-2]:
-        raise ValueError(f"dihedral augmentation needs square images (B, ..., H, H), got shape {tuple(x.shape)}")
-    k = torch.randint(8, (x.shape[0],), generator=generator, device=generator.device).to(x.device)
-    out = torch.empty_like(x)
-    for g in range(8):
-        rows = k == g
-        if rows.any():
-            flip, turns = divmod(g, 4)
-            y = x[rows].flip(-1) if flip else x[rows]
-            out[rows] = torch.rot90(y, turns, dims=(-2, -1))
-    return out
-
-
 def train_denoiser(denoiser: EDMDenoiser, data: Tensor, *, schedule: VESchedule, steps: int, batch_size: int,
                    lr: float, lr_schedule: str, grad_clip: float, ema_decay: float, weight_decay: float = 0.0,
                    generator: torch.Generator, augment: str = "none", progress: bool = False,
@@ -136,7 +114,8 @@ def train_denoiser(denoiser: EDMDenoiser, data: Tensor, *, schedule: VESchedule,
         weight_decay: AdamW decoupled weight decay (0 is plain Adam).
         generator: seeds batches, times, noise and augmentations; randoms are drawn on its device and
             moved to data's.
-        augment: "none", or "dihedral" (:func:`dihedral`, for square images whose prior is isotropic).
+        augment: "none", or "dihedral" (square images whose prior is isotropic: each sample turned by a
+            uniform symmetry of the square, :mod:`galsep.inference.symmetry`).
         progress: show a tqdm bar.
         log: called with a one-line summary about ten times per run.
     Returns:
@@ -163,7 +142,7 @@ def train_denoiser(denoiser: EDMDenoiser, data: Tensor, *, schedule: VESchedule,
     for step in iterator:
         x = data[next(index).to(device)]
         if augment == "dihedral":
-            x = dihedral(x, generator)
+            x = turn(x, random_elements(x.shape[0], generator))
         t = sample_t(batch_size, generator=generator, device=generator.device, dtype=data.dtype).to(device)
         try:
             loss = denoiser.loss(x, schedule.sigma(t), generator=generator)
