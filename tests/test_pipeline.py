@@ -98,7 +98,8 @@ def test_em_files_and_metrics(run):
         assert ckpt["params"]["em"]["train"]["steps"] == 20
     metrics = json.loads((run / "results/metrics.json").read_text())
     assert metrics["method"] == "ddprism"
-    assert set(metrics["methods"]) == {"ddprism_mean", "ddprism_draw", "observation", "minus_median_random"}
+    assert set(metrics["methods"]) == {"ddprism_mean", "ddprism_draw", "ddprism_draws_mean", "observation",
+                                       "minus_median_random"}
     for m in metrics["methods"].values():
         assert np.isfinite(m["galaxy_psnr"]["mean"])
     fluxes = metrics["fluxes"]
