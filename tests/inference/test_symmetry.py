@@ -28,4 +28,3 @@ def test_turn_applies_a_uniform_symmetry_of_the_square_to_each_sample() -> None:
     assert torch.equal(y, turn(x, random_elements(4000, torch.Generator().manual_seed(1))))  # seeded
     with pytest.raises(ValueError, match="square"):
         turn(torch.zeros(3, 1, 4, 5), torch.zeros(3, dtype=torch.long))
-

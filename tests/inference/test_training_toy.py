@@ -128,6 +128,7 @@ def d4(image: Tensor) -> list[Tensor]:
         out += [m, m.flip(-1), m.flip(-2), m.flip(-2, -1)]
     return out
 
+
 def test_training_sees_augmented_batches_only_when_asked() -> None:
     g = torch.Generator().manual_seed(0)
     data = torch.randn(6, 8, 8, generator=g)

@@ -129,15 +129,17 @@ def evaluate_dataset(ds: xr.Dataset, background: np.ndarray, stretch: Stretch, m
     obs = np.nan_to_num(ds["observation"].values)
     mask = ds["mask"].values.astype(bool)
     tg, tr = np.nan_to_num(ds["truth_galaxy"].values), np.nan_to_num(ds["truth_random"].values)
+    galaxy, random = ds["galaxy"].values, ds["random"].values  # the draws, read from the store once
+    random_draws_mean = random.mean(1)
     S = stretch.forward
     rng = 2 * stretch.clip
     estimates = {
         f"{method}_mean": (ds["galaxy_mean"].values,
-                           ds["random_mean"].values if "random_mean" in ds else ds["random"].values.mean(1)),
-        f"{method}_draw": (ds["galaxy"].values[:, 0], ds["random"].values[:, 0]),
+                           ds["random_mean"].values if "random_mean" in ds else random_draws_mean),
+        f"{method}_draw": (galaxy[:, 0], random[:, 0]),
         # the plain average of the draws beside the catalogue's mean (Rao-Blackwellised by default): what
         # the estimate gains over it, measured on every run
-        f"{method}_draws_mean": (ds["galaxy"].values.mean(1), ds["random"].values.mean(1)),
+        f"{method}_draws_mean": (galaxy.mean(1), random_draws_mean),
         "observation": (obs, np.zeros_like(obs)),
         "minus_median_random": (obs - background, np.broadcast_to(background, obs.shape)),
     }
@@ -163,7 +165,7 @@ def evaluate_dataset(ds: xr.Dataset, background: np.ndarray, stretch: Stretch, m
         near = np.array([neighbour_distance.get(int(i), np.inf) for i in ds["object_id"].values])
     galaxy_mean, random_mean = estimates[f"{method}_mean"]
     mean_flux = observed_flux(galaxy_mean)
-    fluxes = flux_diagnostics(observed_flux(ds["galaxy"].values), own, residual[f"{method}_mean"], contamination,
+    fluxes = flux_diagnostics(observed_flux(galaxy), own, residual[f"{method}_mean"], contamination,
                               near, mean_flux=mean_flux,
                               estimated_contamination=observed_flux(random_mean) / np.maximum(mean_flux, 1e-12))
     if near is not None:

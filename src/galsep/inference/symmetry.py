@@ -9,13 +9,22 @@ targets the same prior while every sample stands for 8 images
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-__all__ = ["ORDER", "random_elements", "turn"]
+__all__ = ["ORDER", "check_square", "random_elements", "turn"]
 
 ORDER = 8
 """The number of elements of D4."""
+
+
+def check_square(shape: Sequence[int], hint: str = "") -> None:
+    """Raise ValueError unless ``shape`` is (B, ..., H, H): the square's symmetries act on square images."""
+    if len(shape) < 3 or shape[-1] != shape[-2]:
+        raise ValueError(f"the square's symmetries act on square images (B, ..., H, H), got shape {tuple(shape)}"
+                         + hint)
 
 
 def turn(x: Tensor, k: Tensor) -> Tensor:
@@ -27,8 +36,7 @@ def turn(x: Tensor, k: Tensor) -> Tensor:
     Returns:
         (B, ..., H, W).
     """
-    if x.ndim < 3 or x.shape[-1] != x.shape[-2]:
-        raise ValueError(f"the square's symmetries act on square images (B, ..., H, H), got shape {tuple(x.shape)}")
+    check_square(x.shape)
     if k.shape != x.shape[:1]:
         raise ValueError(f"one element per sample needed, {tuple(x.shape[:1])}, got {tuple(k.shape)}")
     k = k.to(x.device)

@@ -25,7 +25,7 @@ from galsep.errors import OutOfMemoryError
 from galsep.inference.denoiser import EDMDenoiser
 from galsep.inference.memory import OOM_ERRORS, current_key, oom_message
 from galsep.inference.schedule import VESchedule, sample_t
-from galsep.inference.symmetry import random_elements, turn
+from galsep.inference.symmetry import check_square, random_elements, turn
 
 __all__ = ["AUGMENTATIONS", "EMA", "TrainResult", "batches", "lr_factor", "train_denoiser"]
 
@@ -123,9 +123,8 @@ def train_denoiser(denoiser: EDMDenoiser, data: Tensor, *, schedule: VESchedule,
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augment {augment!r}: one of {list(AUGMENTATIONS)}")
-    if augment == "dihedral" and (data.ndim < 3 or data.shape[-1] != data.shape[-2]):
-        raise ValueError(f"augment 'dihedral' needs square images (N, ..., H, H), got data of shape "
-                         f"{tuple(data.shape)}: set augment 'none'")
+    if augment == "dihedral":
+        check_square(data.shape, hint=": augment 'dihedral' needs square images, set augment 'none'")
     device = data.device
     denoiser.to(device).train()
     ema = EMA(denoiser, ema_decay)
